@@ -1,0 +1,124 @@
+"""The billing site: an app factory and the steps that assemble the app."""
+
+import logging
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from billing_site.catalog import load_catalog
+from billing_site.config import INSTANCE_DIR, PROJECT_ROOT, finalize_config, load_config
+from billing_site.extensions import csrf, db, limiter, login_manager, migrate, talisman
+
+# Stripe Checkout and the billing portal are reached by a redirect after a form
+# POST, which Chromium checks against form-action.
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": ["'self'", "data:"],
+    "connect-src": "'self'",
+    "form-action": ["'self'", "https://checkout.stripe.com", "https://billing.stripe.com"],
+    "frame-ancestors": "'none'",
+    "base-uri": "'self'",
+    "object-src": "'none'",
+}
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    """Build the app from the environment, with `overrides` applied on top."""
+    app = Flask(
+        __name__,
+        instance_path=str(INSTANCE_DIR),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    config = load_config()
+    config.update(overrides or {})
+    finalize_config(config)
+    app.config.update(config)
+    INSTANCE_DIR.mkdir(exist_ok=True)
+
+    configure_logging(app)
+    trust_proxies(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_commands(app)
+    register_template_context(app)
+    return app
+
+
+def configure_logging(app: Flask) -> None:
+    logging.basicConfig(
+        level=app.config["LOG_LEVEL"],
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def trust_proxies(app: Flask) -> None:
+    """Believe X-Forwarded-* only from as many proxies as the operator runs."""
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+def register_extensions(app: Flask) -> None:
+    import billing_site.models  # noqa: F401  (registers every table on db.metadata)
+    from billing_site.stripe_gateway import build_gateway
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    talisman.init_app(
+        app,
+        content_security_policy=CONTENT_SECURITY_POLICY,
+        force_https=app.config["FORCE_HTTPS"],
+        strict_transport_security=app.config["FORCE_HTTPS"],
+        session_cookie_secure=app.config["SESSION_COOKIE_SECURE"],
+        frame_options="DENY",
+        referrer_policy="strict-origin-when-cross-origin",
+    )
+    app.extensions["catalog"] = load_catalog(app.config["CATALOG_FILE"])
+    app.extensions["stripe_gateway"] = build_gateway(app.config)
+
+
+def register_blueprints(app: Flask) -> None:
+    from billing_site import account, admin, auth, checkout, dev, generate, health, pricing, webhook
+
+    for module in (pricing, auth, checkout, webhook, account, generate, admin, health):
+        app.register_blueprint(module.bp)
+    # The local test checkout exists only where there is no real Stripe to use.
+    if app.extensions["stripe_gateway"].is_local:
+        app.register_blueprint(dev.bp)
+
+
+def register_error_handlers(app: Flask) -> None:
+    from billing_site.errors import register_error_handlers as register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    from billing_site.commands import register_commands as register
+
+    register(app)
+
+
+def register_template_context(app: Flask) -> None:
+    from flask_login import current_user
+
+    from billing_site import credits
+
+    @app.context_processor
+    def layout_context():
+        balance = (
+            credits.current_balance(current_user.id) if current_user.is_authenticated else None
+        )
+        return {
+            "nav_balance": balance,
+            "oob": False,
+            "stripe_is_local": app.extensions["stripe_gateway"].is_local,
+            "url_names": app.view_functions.keys(),
+        }

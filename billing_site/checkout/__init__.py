@@ -1,0 +1,3 @@
+from billing_site.checkout.routes import bp
+
+__all__ = ["bp"]

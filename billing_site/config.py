@@ -1,0 +1,115 @@
+"""One Config, read from the environment (and a `.env` file when present).
+
+Development needs nothing set: SQLite under instance/, in-memory rate limits and
+the local stand-in for Stripe. Production (`APP_ENV=production`) refuses to start
+when a secret it cannot run safely without is missing.
+"""
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+# Settings a production deployment cannot run without, with the reason shown.
+REQUIRED_IN_PRODUCTION = {
+    "SECRET_KEY": "sessions and CSRF tokens would be forgeable",
+    "DATABASE_URL": "orders and credits would go to a throwaway SQLite file",
+    "STRIPE_SECRET_KEY": "checkout and refunds cannot reach Stripe",
+    "STRIPE_WEBHOOK_SECRET": "webhook signatures cannot be verified",
+}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message says which and why."""
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url:
+        return f"sqlite:///{INSTANCE_DIR / 'billing.sqlite3'}"
+    # Hosting platforms hand out postgres:// URLs; SQLAlchemy wants the driver named.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_config() -> dict:
+    """Read every setting from the environment into a dict for app.config."""
+    load_dotenv(PROJECT_ROOT / ".env", override=False)
+    env = os.environ.get("APP_ENV", "development").strip().lower()
+    production = env == "production"
+    return {
+        "APP_ENV": env,
+        "SECRET_KEY": os.environ.get("SECRET_KEY", ""),
+        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        "SITE_URL": os.environ.get("SITE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "SQLALCHEMY_DATABASE_URI": _database_url(),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        # When Redis is unreachable, limits keep holding per process rather than vanish.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "billing"),
+        "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute"),
+        "CHECKOUT_RATE_LIMIT": os.environ.get("CHECKOUT_RATE_LIMIT", "5 per minute"),
+        "ANONYMOUS_DAILY_LIMIT": _int("ANONYMOUS_DAILY_LIMIT", 3),
+        "PREMIUM_HOURLY_LIMIT": _int("PREMIUM_HOURLY_LIMIT", 100),
+        "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0),
+        "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", ""),
+        "STRIPE_PUBLISHABLE_KEY": os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
+        # Several secrets may be listed (comma-separated) while one is being rolled.
+        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
+        "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", ""),
+        "STRIPE_TIMEOUT_SECONDS": _int("STRIPE_TIMEOUT_SECONDS", 20),
+        "CURRENCY": os.environ.get("CURRENCY", "usd").lower(),
+        "CATALOG_FILE": os.environ.get("CATALOG_FILE", ""),
+        "GENERATOR_URL": os.environ.get("GENERATOR_URL", ""),
+        "GENERATOR_TIMEOUT_SECONDS": _int("GENERATOR_TIMEOUT_SECONDS", 30),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", production),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", production),
+        "FORCE_HTTPS": _bool("FORCE_HTTPS", False),
+        "WTF_CSRF_TIME_LIMIT": None,
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+    }
+
+
+DEVELOPMENT_SECRET_KEY = "dev-only-not-secret"
+DEVELOPMENT_WEBHOOK_SECRET = "whsec_local_development"
+
+
+def finalize_config(config: dict) -> None:
+    """Fail fast in production when a secret is missing; fill development defaults."""
+    if config.get("APP_ENV") == "production":
+        for name, consequence in REQUIRED_IN_PRODUCTION.items():
+            if not config.get(name):
+                raise ConfigError(
+                    f"{name} is not set; refusing to start in production ({consequence})."
+                )
+    config["SECRET_KEY"] = config["SECRET_KEY"] or DEVELOPMENT_SECRET_KEY
+    config["STRIPE_WEBHOOK_SECRET"] = config["STRIPE_WEBHOOK_SECRET"] or DEVELOPMENT_WEBHOOK_SECRET
+
+
+def webhook_secrets(config: dict) -> list[str]:
+    """Every secret a webhook signature may be made with (several while rolling)."""
+    return [item.strip() for item in config["STRIPE_WEBHOOK_SECRET"].split(",") if item.strip()]

@@ -1,0 +1,348 @@
+"""The ledger: the only code that writes credit lots and ledger entries.
+
+Every function here works inside the caller's transaction and never commits:
+the use case that calls it (fulfil an order, spend on a generation, refund)
+commits once. Each function first locks the user's row (SELECT … FOR UPDATE on
+PostgreSQL), so two requests touching one balance run one after the other, and
+keeps three things equal at every commit:
+
+    users.balance == sum of live lots' credits_remaining == last entry's balance_after
+
+A clawback larger than the live credits leaves the balance negative; the shortfall
+sits in the user's single "debt" lot (negative remaining, never expires) and the
+next credits granted pay it off first.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, func, select
+
+from billing_site.extensions import db
+from billing_site.models import CreditLot, LedgerEntry, User, utcnow
+
+# Spend order for lots expiring at the same moment: monthly allowances first,
+# since they are replaced at renewal, then purchased credits.
+SPEND_PRIORITY = {"free": 0, "monthly": 0, "restore": 1, "pack": 1, "admin": 2}
+
+
+class InsufficientCredits(Exception):
+    """The balance does not cover the cost; nothing was written."""
+
+    def __init__(self, balance: int, cost: int):
+        super().__init__(f"balance {balance} does not cover {cost}")
+        self.balance = balance
+        self.cost = cost
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Credits taken from one lot, so a failed generation can put them back."""
+
+    lot_id: int
+    credits: int
+
+
+def lock_user(user_id: int) -> User:
+    """The user's row, locked for the rest of the transaction and freshly read."""
+    statement = (
+        select(User)
+        .where(User.id == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return db.session.execute(statement).scalar_one()
+
+
+def find_lot(source: str, source_ref: str) -> CreditLot | None:
+    return db.session.execute(
+        select(CreditLot).where(CreditLot.source == source, CreditLot.source_ref == source_ref)
+    ).scalar_one_or_none()
+
+
+def grant(
+    user_id: int,
+    credits: int,
+    *,
+    source: str,
+    source_ref: str,
+    expires_at: datetime | None,
+    kind: str = "grant",
+    order_id: int | None = None,
+    stripe_event_id: str | None = None,
+    reference: str | None = None,
+    note: str | None = None,
+) -> CreditLot | None:
+    """Grant `credits` as a new lot, once per (source, source_ref).
+
+    Returns the new lot, or None when that source was already granted, which
+    makes a repeated delivery a no-op. Debt is paid off first.
+    """
+    if credits <= 0:
+        raise ValueError("a grant must be positive")
+    user = lock_user(user_id)
+    if find_lot(source, source_ref) is not None:
+        return None
+    lot = CreditLot(
+        user_id=user.id,
+        source=source,
+        source_ref=source_ref,
+        order_id=order_id,
+        credits_granted=credits,
+        credits_remaining=credits,
+        expires_at=expires_at,
+    )
+    db.session.add(lot)
+    db.session.flush()
+    lot.credits_remaining -= _pay_off_debt(user, credits)
+    _note_expiry(user, expires_at)
+    _write_entry(
+        user,
+        kind,
+        credits,
+        lot=lot,
+        order_id=order_id,
+        stripe_event_id=stripe_event_id,
+        reference=reference or f"{source}:{source_ref}",
+        note=note,
+    )
+    return lot
+
+
+def replace_allowance(
+    user_id: int,
+    credits: int,
+    *,
+    source: str,
+    source_ref: str,
+    expires_at: datetime,
+    stripe_event_id: str | None = None,
+    note: str | None = None,
+) -> CreditLot | None:
+    """Grant a period's allowance ("monthly" or "free"), retiring the last one.
+
+    Allowances are replaced at renewal, not added to. An allowance whose period
+    is already over (a late, out-of-order delivery) grants nothing.
+    """
+    user = lock_user(user_id)
+    if find_lot(source, source_ref) is not None or expires_at <= utcnow():
+        return None
+    for lot in _live_lots(user.id, sources=("monthly", "free")):
+        if lot.expires_at is not None and lot.expires_at < expires_at:
+            _retire_lot(user, lot, kind="expire", note="replaced by the next period's allowance")
+    return grant(
+        user.id,
+        credits,
+        source=source,
+        source_ref=source_ref,
+        expires_at=expires_at,
+        stripe_event_id=stripe_event_id,
+        note=note,
+    )
+
+
+def spend(user_id: int, cost: int, *, reference: str, note: str | None = None) -> list[Draw]:
+    """Take `cost` credits, soonest-expiring lot first, or raise InsufficientCredits.
+
+    The user row is locked before the balance is checked, so parallel spends
+    against one balance cannot overspend; the balance never goes below zero here.
+    """
+    if cost <= 0:
+        raise ValueError("a spend must be positive")
+    user = lock_user(user_id)
+    expire_due_lots_for(user)
+    if user.balance < cost:
+        raise InsufficientCredits(user.balance, cost)
+    draws = []
+    remaining = cost
+    for lot in _live_lots(user.id):
+        if remaining == 0:
+            break
+        taken = min(lot.credits_remaining, remaining)
+        lot.credits_remaining -= taken
+        remaining -= taken
+        draws.append(Draw(lot.id, taken))
+        _write_entry(user, "spend", -taken, lot=lot, reference=reference, note=note)
+    if remaining:  # the balance column and the lots disagree: never write that
+        raise RuntimeError(f"user {user.id}: balance {user.balance} but lots lack {remaining}")
+    return draws
+
+
+def compensate(user_id: int, draws: list[Draw], *, reference: str, note: str | None = None) -> None:
+    """Give back exactly what `spend` took, to the lots it came from."""
+    user = lock_user(user_id)
+    for draw in draws:
+        lot = db.session.get(CreditLot, draw.lot_id)
+        lot.credits_remaining += draw.credits - _pay_off_debt(user, draw.credits)
+        _note_expiry(user, lot.expires_at)  # in case the lot expired meanwhile
+        _write_entry(user, "compensate", draw.credits, lot=lot, reference=reference, note=note)
+
+
+def claw_back(
+    user_id: int,
+    credits: int,
+    *,
+    reference: str,
+    order_id: int | None = None,
+    stripe_event_id: str | None = None,
+    note: str | None = None,
+    kind: str = "clawback",
+) -> None:
+    """Take `credits` back (a refund, a dispute, an admin's minus), even below zero.
+
+    The order's own lot is drawn first, then the others soonest-expiring first;
+    whatever is left becomes debt. Callers guard against applying one cause twice.
+    """
+    if credits <= 0:
+        return
+    user = lock_user(user_id)
+    expire_due_lots_for(user)
+    lots = _live_lots(user.id)
+    lots.sort(key=lambda lot: 0 if order_id is not None and lot.order_id == order_id else 1)
+    remaining = credits
+    for lot in lots:
+        if remaining == 0:
+            break
+        taken = min(lot.credits_remaining, remaining)
+        lot.credits_remaining -= taken
+        remaining -= taken
+    if remaining:
+        _debt_lot(user).credits_remaining -= remaining
+    _write_entry(
+        user,
+        kind,
+        -credits,
+        order_id=order_id,
+        stripe_event_id=stripe_event_id,
+        reference=reference,
+        note=note,
+    )
+
+
+def expire_due_lots_for(user: User, now: datetime | None = None) -> int:
+    """Expire the user's lots past their expiry (the user row must be locked)."""
+    now = now or utcnow()
+    if user.next_expiry_at is None or user.next_expiry_at > now:
+        return 0
+    due = db.session.execute(
+        select(CreditLot)
+        .where(
+            CreditLot.user_id == user.id,
+            CreditLot.credits_remaining > 0,
+            CreditLot.expires_at <= now,
+        )
+        .order_by(CreditLot.expires_at, CreditLot.id)
+    ).scalars()
+    count = 0
+    for lot in due:
+        _retire_lot(user, lot, kind="expire", note="expired")
+        count += 1
+    user.next_expiry_at = db.session.execute(
+        select(func.min(CreditLot.expires_at)).where(
+            CreditLot.user_id == user.id,
+            CreditLot.credits_remaining > 0,
+            CreditLot.expires_at > now,
+        )
+    ).scalar_one_or_none()
+    return count
+
+
+def expire_due_lots(now: datetime | None = None) -> int:
+    """Expire every user's due lots, one committed transaction per user."""
+    now = now or utcnow()
+    user_ids = (
+        db.session.execute(select(User.id).where(User.next_expiry_at <= now).order_by(User.id))
+        .scalars()
+        .all()
+    )
+    total = 0
+    for user_id in user_ids:
+        total += expire_due_lots_for(lock_user(user_id), now)
+        db.session.commit()
+    return total
+
+
+def current_balance(user_id: int) -> int:
+    """The user's balance, read in O(1) from its column.
+
+    If a lot has passed its expiry since the last write, it is expired first
+    (and that is committed), so the balance shown never includes dead credits.
+    """
+    user = db.session.get(User, user_id)
+    if user.next_expiry_at is not None and user.next_expiry_at <= utcnow():
+        expire_due_lots_for(lock_user(user_id))
+        db.session.commit()
+    return user.balance
+
+
+def live_lots(user_id: int) -> list[CreditLot]:
+    """The user's spendable lots, in the order they would be spent."""
+    return _live_lots(user_id)
+
+
+def _live_lots(user_id: int, sources: tuple[str, ...] | None = None) -> list[CreditLot]:
+    priority = case(SPEND_PRIORITY, value=CreditLot.source, else_=3)
+    statement = select(CreditLot).where(
+        CreditLot.user_id == user_id,
+        CreditLot.credits_remaining > 0,
+        (CreditLot.expires_at.is_(None)) | (CreditLot.expires_at > utcnow()),
+    )
+    if sources:
+        statement = statement.where(CreditLot.source.in_(sources))
+    statement = statement.order_by(
+        CreditLot.expires_at.is_(None), CreditLot.expires_at, priority, CreditLot.id
+    )
+    return list(db.session.execute(statement).scalars())
+
+
+def _retire_lot(user: User, lot: CreditLot, *, kind: str, note: str) -> None:
+    credits = lot.credits_remaining
+    lot.credits_remaining = 0
+    _write_entry(user, kind, -credits, lot=lot, reference=f"lot:{lot.id}", note=note)
+
+
+def _debt_lot(user: User) -> CreditLot:
+    lot = find_lot("debt", str(user.id))
+    if lot is None:
+        lot = CreditLot(
+            user_id=user.id,
+            source="debt",
+            source_ref=str(user.id),
+            credits_granted=0,
+            credits_remaining=0,
+            expires_at=None,
+        )
+        db.session.add(lot)
+        db.session.flush()
+    return lot
+
+
+def _pay_off_debt(user: User, available: int) -> int:
+    """Move up to `available` incoming credits into the debt lot; return how many."""
+    if user.balance >= 0:
+        return 0
+    debt = _debt_lot(user)
+    paid = min(available, -debt.credits_remaining)
+    debt.credits_remaining += paid
+    return paid
+
+
+def _note_expiry(user: User, expires_at: datetime | None) -> None:
+    if expires_at is not None and (user.next_expiry_at is None or expires_at < user.next_expiry_at):
+        user.next_expiry_at = expires_at
+
+
+def _write_entry(
+    user: User, kind: str, delta: int, *, lot: CreditLot | None = None, **fields
+) -> None:
+    user.balance += delta
+    db.session.add(
+        LedgerEntry(
+            user_id=user.id,
+            kind=kind,
+            delta=delta,
+            balance_after=user.balance,
+            lot_id=lot.id if lot is not None else None,
+            **fields,
+        )
+    )

@@ -1,0 +1,3 @@
+from billing_site.generate.routes import bp
+
+__all__ = ["bp"]

@@ -1,0 +1,3 @@
+from billing_site.health.routes import bp
+
+__all__ = ["bp"]

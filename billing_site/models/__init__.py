@@ -1,0 +1,32 @@
+"""Typed models, one module per domain; import them from here."""
+
+from billing_site.models.admin import AuditLog, Dispute, Refund
+from billing_site.models.billing import (
+    LIVE_SUBSCRIPTION_STATUSES,
+    ORDER_STATUSES,
+    CreditLot,
+    LedgerEntry,
+    Order,
+    StripeEvent,
+    Subscription,
+)
+from billing_site.models.generation import Generation
+from billing_site.models.types import UTCDateTime, utcnow
+from billing_site.models.user import User
+
+__all__ = [
+    "AuditLog",
+    "CreditLot",
+    "Dispute",
+    "Generation",
+    "LIVE_SUBSCRIPTION_STATUSES",
+    "LedgerEntry",
+    "ORDER_STATUSES",
+    "Order",
+    "Refund",
+    "StripeEvent",
+    "Subscription",
+    "UTCDateTime",
+    "User",
+    "utcnow",
+]

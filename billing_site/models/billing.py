@@ -1,0 +1,142 @@
+"""Orders, credit lots, the ledger, subscriptions and Stripe events."""
+
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from billing_site.extensions import db
+from billing_site.models.types import UTCDateTime, utcnow
+from billing_site.models.user import User
+
+ORDER_STATUSES = (
+    "pending",
+    "paid",
+    "failed",
+    "expired",
+    "refunded",
+    "partially_refunded",
+    "disputed",
+)
+
+
+class Order(db.Model):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "pack" or "subscription"
+    item_id: Mapped[str] = mapped_column(String(50))  # the pack id or the tier
+    amount_cents: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    credits: Mapped[int]  # for a subscription: the tier's monthly credits (-1 unlimited)
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    amount_refunded_cents: Mapped[int] = mapped_column(default=0)
+    credits_clawed_back: Mapped[int] = mapped_column(default=0)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship()
+
+    @property
+    def refundable_cents(self) -> int:
+        return self.amount_cents - self.amount_refunded_cents
+
+
+class CreditLot(db.Model):
+    """Credits from one source, spent oldest-expiry first.
+
+    Sources: "pack" (ref: order id), "monthly" (ref: invoice id), "free" (ref:
+    user and month), "admin" (ref: audit entry), "debt" (one per user: a negative
+    lot holding what a clawback took beyond the live credits).
+    """
+
+    __tablename__ = "credit_lots"
+    __table_args__ = (UniqueConstraint("source", "source_ref", name="uq_credit_lots_source_ref"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    source: Mapped[str] = mapped_column(String(20))
+    source_ref: Mapped[str] = mapped_column(String(255))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    credits_granted: Mapped[int]
+    credits_remaining: Mapped[int]
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def is_live(self, now: datetime) -> bool:
+        return self.credits_remaining != 0 and (self.expires_at is None or self.expires_at > now)
+
+
+class LedgerEntry(db.Model):
+    """Append-only: every change to a balance, with the balance after it."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_entries_user_id_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # grant, spend, compensate, clawback, restore, expire, adjust
+    kind: Mapped[str] = mapped_column(String(20))
+    delta: Mapped[int]
+    balance_after: Mapped[int]
+    lot_id: Mapped[int | None] = mapped_column(ForeignKey("credit_lots.id"))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    # What caused it, as "<noun>:<id>" (generation:12, refund:3, dispute:dp_…).
+    reference: Mapped[str | None] = mapped_column(String(255), index=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Subscription(db.Model):
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    stripe_subscription_id: Mapped[str] = mapped_column(String(255), unique=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+    tier: Mapped[str] = mapped_column(String(20))
+    # Stripe's statuses: incomplete, trialing, active, past_due, canceled, unpaid, …
+    status: Mapped[str] = mapped_column(String(30))
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
+    trial_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The `created` time of the newest event applied: an older event never wins.
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    user: Mapped[User] = relationship()
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_SUBSCRIPTION_STATUSES
+
+
+LIVE_SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due")
+
+
+class StripeEvent(db.Model):
+    """Every event Stripe delivered, stored before (and apart from) its processing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_… id
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    object_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())  # Stripe's `created`
+    payload: Mapped[dict] = mapped_column(JSON)
+    # received, processed, ignored, failed
+    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

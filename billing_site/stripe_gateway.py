@@ -1,0 +1,180 @@
+"""The only module that talks to Stripe.
+
+It returns plain dicts shaped like Stripe's objects, raises only GatewayError
+(or WebhookVerificationError for a delivery that fails verification), holds no
+business rules and touches no database. Every write carries an idempotency key
+the caller derives from the site's own ids, so a retry can never double a
+charge, a customer or a refund.
+
+With no STRIPE_SECRET_KEY outside production, build_gateway returns the local
+stand-in (billing_site.local_stripe.LocalGateway), which has the same methods.
+"""
+
+import json
+import time
+from collections.abc import Iterator
+
+import stripe
+
+WEBHOOK_TOLERANCE_SECONDS = 300
+# construct_event accepts any future timestamp; a signature from the future is
+# as suspicious as a stale one, so allow only a little clock skew.
+WEBHOOK_FUTURE_SKEW_SECONDS = 60
+
+
+class GatewayError(Exception):
+    """Stripe could not do what was asked; `message` is safe to show a person."""
+
+    def __init__(self, message: str, *, retryable: bool = False, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.code = code
+
+
+class WebhookVerificationError(Exception):
+    """A webhook delivery is not signed by Stripe with one of our secrets, or is stale."""
+
+
+def sign_payload(payload: str, secret: str, timestamp: int | None = None) -> str:
+    """A Stripe-Signature header for `payload` (used by the local checkout and tests)."""
+    return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
+
+
+def verify_webhook(payload: bytes, signature_header: str | None, secrets: list[str]) -> dict:
+    """The event in `payload` if one `v1` signature matches one secret; else raise.
+
+    Several secrets are tried because during a roll Stripe signs with both; a `v0`
+    signature (test mode's legacy scheme) never counts.
+    """
+    if not signature_header:
+        raise WebhookVerificationError("missing Stripe-Signature header")
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, signature_header, secret, WEBHOOK_TOLERANCE_SECONDS
+            )
+            break
+        except stripe.SignatureVerificationError as error:
+            last_error = error
+    else:
+        raise WebhookVerificationError(str(last_error.user_message or last_error))
+    _reject_future_timestamp(signature_header)
+    try:
+        event = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WebhookVerificationError(f"body is not JSON: {error}") from error
+    if not isinstance(event, dict) or "id" not in event or "type" not in event:
+        raise WebhookVerificationError("body is not a Stripe event")
+    return event
+
+
+def _reject_future_timestamp(signature_header: str) -> None:
+    fields = dict(part.split("=", 1) for part in signature_header.split(",") if "=" in part)
+    timestamp = int(fields.get("t", "0"))
+    if timestamp > time.time() + WEBHOOK_FUTURE_SKEW_SECONDS:
+        raise WebhookVerificationError("timestamp is in the future")
+
+
+class StripeGateway:
+    """Stripe's real API (or any server at STRIPE_API_BASE that speaks it)."""
+
+    is_local = False
+
+    def __init__(self, config: dict):
+        base_addresses = {"api": config["STRIPE_API_BASE"]} if config["STRIPE_API_BASE"] else None
+        self.client = stripe.StripeClient(
+            config["STRIPE_SECRET_KEY"],
+            base_addresses=base_addresses,
+            max_network_retries=2,
+            http_client=stripe.RequestsClient(timeout=config["STRIPE_TIMEOUT_SECONDS"]),
+        )
+
+    def create_customer(self, *, email: str, user_id: int) -> dict:
+        return self._call(
+            self.client.v1.customers.create,
+            {"email": email, "metadata": {"user_id": str(user_id)}},
+            idempotency_key=f"customer-user-{user_id}",
+        )
+
+    def create_checkout_session(self, params: dict, *, idempotency_key: str) -> dict:
+        return self._call(
+            self.client.v1.checkout.sessions.create, params, idempotency_key=idempotency_key
+        )
+
+    def retrieve_checkout_session(self, session_id: str) -> dict:
+        return self._call(self.client.v1.checkout.sessions.retrieve, session_id)
+
+    def create_refund(self, params: dict, *, idempotency_key: str) -> dict:
+        return self._call(self.client.v1.refunds.create, params, idempotency_key=idempotency_key)
+
+    def retrieve_refund(self, refund_id: str) -> dict:
+        return self._call(self.client.v1.refunds.retrieve, refund_id)
+
+    def create_portal_session(self, *, customer_id: str, return_url: str) -> dict:
+        return self._call(
+            self.client.v1.billing_portal.sessions.create,
+            {"customer": customer_id, "return_url": return_url},
+        )
+
+    def retrieve_subscription(self, subscription_id: str) -> dict:
+        return self._call(self.client.v1.subscriptions.retrieve, subscription_id)
+
+    def set_cancel_at_period_end(
+        self, subscription_id: str, cancel: bool, *, idempotency_key: str
+    ) -> dict:
+        return self._call(
+            self.client.v1.subscriptions.update,
+            subscription_id,
+            {"cancel_at_period_end": cancel},
+            idempotency_key=idempotency_key,
+        )
+
+    def list_events(self, *, created_since: int) -> Iterator[dict]:
+        """Every event created at or after `created_since` (a Unix time), oldest first."""
+        try:
+            page = self.client.v1.events.list({"created": {"gte": created_since}, "limit": 100})
+            events = [event.to_dict() for event in page.auto_paging_iter()]
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+        return iter(sorted(events, key=lambda event: event["created"]))
+
+    def _call(self, method, *args, idempotency_key: str | None = None) -> dict:
+        options = {"idempotency_key": idempotency_key} if idempotency_key else {}
+        try:
+            result = method(*args, options=options) if options else method(*args)
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
+        return result.to_dict()
+
+
+def _gateway_error(error: stripe.StripeError) -> GatewayError:
+    if isinstance(error, stripe.APIConnectionError):
+        return GatewayError(
+            "We could not reach our payment provider. Nothing was charged; please try again.",
+            retryable=True,
+            code="connection_error",
+        )
+    if isinstance(error, stripe.RateLimitError | stripe.APIError):
+        return GatewayError(
+            "Our payment provider is having trouble. Please try again in a minute.",
+            retryable=True,
+            code=error.code,
+        )
+    message = error.user_message or "The payment provider refused the request."
+    return GatewayError(message, code=error.code)
+
+
+def build_gateway(config: dict):
+    """The real gateway when a Stripe key is set; otherwise the local stand-in."""
+    if config["STRIPE_SECRET_KEY"]:
+        return StripeGateway(config)
+    from billing_site.local_stripe import LocalGateway
+
+    return LocalGateway(config)
+
+
+def current_gateway():
+    from flask import current_app
+
+    return current_app.extensions["stripe_gateway"]

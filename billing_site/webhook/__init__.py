@@ -1,0 +1,3 @@
+from billing_site.webhook.routes import bp
+
+__all__ = ["bp"]

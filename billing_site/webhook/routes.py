@@ -1,0 +1,3 @@
+from flask import Blueprint
+
+bp = Blueprint("webhook", __name__, cli_group=None)

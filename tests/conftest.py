@@ -1,0 +1,224 @@
+"""Fixtures: real PostgreSQL and Redis, the app, its client, a live server, Chromium.
+
+On a developer's laptop a part that is not installed is skipped with the reason;
+with CI=true it is a failure, so CI can never go green by skipping.
+"""
+
+import os
+import re
+import shutil
+import threading
+
+import flask_migrate
+import pytest
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from billing_site import create_app
+from billing_site.extensions import db as _db
+from billing_site.extensions import limiter
+from tests import servers
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+TEST_WEBHOOK_SECRET = "whsec_test_secret"
+TEST_PASSWORD = "correct horse battery staple"
+
+
+def unavailable(reason: str):
+    """Skip on a laptop without the part; fail under CI, where it must be there."""
+    if IN_CI:
+        pytest.fail(f"{reason}, and CI=true requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+# --- real servers ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    try:
+        server = servers.start_postgres()
+    except servers.ServerUnavailable as error:
+        unavailable(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    try:
+        server = servers.start_redis()
+    except servers.ServerUnavailable as error:
+        unavailable(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres):
+    """The PostgreSQL URL, with the schema built by the migrations themselves."""
+    app = create_app(base_config(postgres.url, "memory://"))
+    with app.app_context():
+        flask_migrate.upgrade()
+        _db.engine.dispose()
+    return postgres.url
+
+
+def base_config(database_url: str, storage_uri: str) -> dict:
+    return {
+        "TESTING": True,
+        "APP_ENV": "test",
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": 20, "max_overflow": 80},
+        "RATELIMIT_STORAGE_URI": storage_uri,
+        "STRIPE_SECRET_KEY": "",
+        "STRIPE_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
+        "SITE_URL": "http://localhost",
+    }
+
+
+# --- the app -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_app(database_url, redis_server):
+    """Build an app on the test PostgreSQL and Redis, with overrides on top.
+
+    After the test every table is emptied and Redis flushed, so tests are
+    independent however they committed.
+    """
+    apps = []
+
+    def factory(**overrides):
+        app = create_app({**base_config(database_url, redis_server.url), **overrides})
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        with app.app_context():
+            _db.session.remove()
+            _db.engine.dispose()
+    _empty_database(database_url)
+    _flush_redis(redis_server.url)
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def db(app):
+    """The database inside an app context, for arranging and asserting rows."""
+    with app.app_context():
+        yield _db
+        _db.session.remove()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def _empty_database(database_url: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    tables = ", ".join(table.name for table in _db.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+def _flush_redis(url: str) -> None:
+    import redis
+
+    connection = redis.Redis.from_url(url)
+    try:
+        connection.flushdb()
+    except redis.ConnectionError:
+        pass  # a test that stopped Redis on purpose
+    finally:
+        connection.close()
+    limiter.reset()
+
+
+# --- logging in --------------------------------------------------------------------
+
+
+def csrf_token_from(html: str) -> str:
+    """The CSRF token a page carries (base.html puts it in a meta tag)."""
+    match = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert match, "page has no csrf-token meta tag"
+    return match.group(1)
+
+
+class AuthActions:
+    """Sign up, log in and log out through the real forms, CSRF token included."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def csrf_token(self, path: str = "/auth/login") -> str:
+        return csrf_token_from(self.client.get(path).get_data(as_text=True))
+
+    def signup(self, email="ada@example.com", password=TEST_PASSWORD, follow_redirects=False):
+        data = {
+            "email": email,
+            "password": password,
+            "password_confirm": password,
+            "csrf_token": self.csrf_token("/auth/signup"),
+        }
+        return self.client.post("/auth/signup", data=data, follow_redirects=follow_redirects)
+
+    def login(self, email="ada@example.com", password=TEST_PASSWORD, next_url=None, **kwargs):
+        path = "/auth/login" + (f"?next={next_url}" if next_url else "")
+        data = {"email": email, "password": password, "csrf_token": self.csrf_token(path)}
+        return self.client.post(path, data=data, **kwargs)
+
+    def logout(self):
+        return self.client.post("/auth/logout", data={"csrf_token": self.csrf_token("/pricing")})
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
+
+
+# --- a live server and a browser ---------------------------------------------------
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served over real HTTP on a free loopback port, one thread a request."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not os.path.exists(CHROMIUM):
+        unavailable("Chromium is not installed (apt-get install chromium)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}

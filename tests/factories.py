@@ -1,0 +1,33 @@
+"""Plain functions that put rows in the database for a test to stand on."""
+
+import itertools
+
+from werkzeug.security import generate_password_hash
+
+from billing_site.extensions import db
+from billing_site.models import User
+from tests.conftest import TEST_PASSWORD
+
+_numbers = itertools.count(1)
+# Hashing at full strength costs ~50 ms a user; tests make many users.
+_FAST_HASH = generate_password_hash(TEST_PASSWORD, method="pbkdf2:sha256:1000")
+
+
+def make_user(email: str | None = None, *, is_admin: bool = False, **fields) -> User:
+    """A committed user whose password is TEST_PASSWORD."""
+    user = User(
+        email=email or f"user{next(_numbers)}@example.com",
+        password_hash=_FAST_HASH,
+        is_admin=is_admin,
+        **fields,
+    )
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def log_in(client, user: User) -> None:
+    """Log `client` in as `user` without the form (for tests about something else)."""
+    with client.session_transaction() as session:
+        session["_user_id"] = str(user.id)
+        session["_fresh"] = True
