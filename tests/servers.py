@@ -4,6 +4,7 @@ Each pytest process (each xdist worker too) gets its own servers on free ports
 in a temporary directory, and stops them by PID at the end.
 """
 
+import contextlib
 import glob
 import os
 import shutil
@@ -57,13 +58,12 @@ def start_postgres() -> RunningServer:
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
     port = free_port()
-    run = (
-        lambda *cmd: subprocess.run(  # noqa: E731
-            _as_postgres_user([str(bin_dir / cmd[0]), *cmd[1:]]),
-            check=True,
-            capture_output=True,
-        )
-    )
+    def run(*cmd):
+        return (subprocess.run(  # noqa: E731
+                _as_postgres_user([str(bin_dir / cmd[0]), *cmd[1:]]),
+                check=True,
+                capture_output=True,
+            ))
     run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
     options = (
         f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off "
@@ -118,10 +118,8 @@ def start_redis() -> RunningServer:
 
     def stop():
         if pidfile.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pidfile.read_text().strip()), 15)
-            except (ProcessLookupError, ValueError):
-                pass
         shutil.rmtree(directory, ignore_errors=True)
 
     return RunningServer(
