@@ -58,12 +58,14 @@ def start_postgres() -> RunningServer:
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
     port = free_port()
+
     def run(*cmd):
-        return (subprocess.run(  # noqa: E731
-                _as_postgres_user([str(bin_dir / cmd[0]), *cmd[1:]]),
-                check=True,
-                capture_output=True,
-            ))
+        return subprocess.run(  # noqa: E731
+            _as_postgres_user([str(bin_dir / cmd[0]), *cmd[1:]]),
+            check=True,
+            capture_output=True,
+        )
+
     run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
     options = (
         f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off "

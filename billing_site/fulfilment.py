@@ -1,0 +1,115 @@
+"""From "Stripe says this Checkout Session is paid" to credits, exactly once.
+
+The webhook handlers and the success page both come through here. Fulfilment is
+keyed on the order behind the Checkout Session (locked FOR UPDATE), not on the
+event id, so two different events about one session, or the success page racing
+the webhook, grant once: whoever takes the lock first fulfils, the other finds
+the order paid and does nothing. None of these functions commit; the caller
+commits once.
+"""
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from billing_site import credits
+from billing_site.catalog import PACK_CREDIT_LIFETIME_DAYS
+from billing_site.extensions import db
+from billing_site.models import Order, utcnow
+
+PAID_STATUSES = ("paid", "no_payment_required")
+
+
+def lock_order_for_session(session: dict) -> Order | None:
+    """The order this Checkout Session was made for, locked; None if it is not ours.
+
+    Found by the session id; failing that (the session was created at Stripe but
+    our write of its id was lost), by the order id in its metadata, provided the
+    user matches and the order has no other session.
+    """
+    order = db.session.execute(
+        select(Order).where(Order.checkout_session_id == session["id"]).with_for_update()
+    ).scalar_one_or_none()
+    if order is not None:
+        return order
+    metadata = session.get("metadata") or {}
+    order_id, user_id = metadata.get("order_id"), metadata.get("user_id")
+    if not (str(order_id or "").isdigit() and str(user_id or "").isdigit()):
+        return None
+    order = db.session.execute(
+        select(Order)
+        .where(
+            Order.id == int(order_id),
+            Order.user_id == int(user_id),
+            Order.checkout_session_id.is_(None),
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+    if order is not None:
+        order.checkout_session_id = session["id"]
+    return order
+
+
+def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None) -> str:
+    """Mark the session's order paid and grant its credits, once. Returns the outcome."""
+    order = lock_order_for_session(session)
+    if order is None:
+        return "unknown_order"
+    if order.status != "pending":
+        return f"noop: order already {order.status}"
+    if session.get("payment_status") not in PAID_STATUSES:
+        return "awaiting_payment"
+    order.status = "paid"
+    order.paid_at = utcnow()
+    order.payment_intent_id = _id_of(session.get("payment_intent")) or order.payment_intent_id
+    order.stripe_subscription_id = (
+        _id_of(session.get("subscription")) or order.stripe_subscription_id
+    )
+    if order.kind == "pack":
+        grant_pack_credits(order, stripe_event_id=stripe_event_id)
+    # A subscription's credits come with each paid invoice (invoice.paid), not here.
+    return "fulfilled"
+
+
+def grant_pack_credits(order: Order, *, stripe_event_id: str | None = None) -> None:
+    credits.grant(
+        order.user_id,
+        order.credits,
+        source="pack",
+        source_ref=str(order.id),
+        expires_at=utcnow() + timedelta(days=PACK_CREDIT_LIFETIME_DAYS),
+        order_id=order.id,
+        stripe_event_id=stripe_event_id,
+        reference=f"order:{order.id}",
+        note=f"{order.item_id} pack",
+    )
+
+
+def fail_checkout_session(session: dict, reason: str) -> str:
+    """A delayed payment failed: the order is failed and nothing is granted."""
+    order = lock_order_for_session(session)
+    if order is None:
+        return "unknown_order"
+    if order.status != "pending":
+        return f"noop: order already {order.status}"
+    order.status = "failed"
+    order.failure_reason = reason
+    return "failed"
+
+
+def expire_checkout_session(session: dict) -> str:
+    """The customer never paid and Stripe expired the session."""
+    order = lock_order_for_session(session)
+    if order is None:
+        return "unknown_order"
+    if order.status != "pending":
+        return f"noop: order already {order.status}"
+    order.status = "expired"
+    return "expired"
+
+
+def _id_of(value) -> str | None:
+    """Stripe fields may hold an id or an expanded object."""
+    if isinstance(value, dict):
+        return value.get("id")
+    return value

@@ -1,0 +1,1 @@
+"""Handlers for checkout events (see billing_site.webhook.registry)."""

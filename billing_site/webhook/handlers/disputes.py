@@ -1,0 +1,1 @@
+"""Handlers for disputes events (see billing_site.webhook.registry)."""

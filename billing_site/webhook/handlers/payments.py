@@ -1,0 +1,1 @@
+"""Handlers for payments events (see billing_site.webhook.registry)."""

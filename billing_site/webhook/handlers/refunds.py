@@ -1,0 +1,1 @@
+"""Handlers for refunds events (see billing_site.webhook.registry)."""

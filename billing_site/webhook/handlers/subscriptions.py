@@ -1,0 +1,1 @@
+"""Handlers for subscriptions events (see billing_site.webhook.registry)."""
