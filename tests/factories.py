@@ -31,3 +31,26 @@ def log_in(client, user: User) -> None:
     with client.session_transaction() as session:
         session["_user_id"] = str(user.id)
         session["_fresh"] = True
+
+
+def make_order(user: User, item_id: str = "pro", *, kind: str = "pack", **fields) -> "Order":
+    """A committed pending order for a catalog item, with a Checkout Session id."""
+    from billing_site.catalog import load_catalog
+    from billing_site.models import Order
+
+    catalog = load_catalog()
+    item = catalog.pack(item_id) if kind == "pack" else catalog.tier(item_id)
+    number = next(_numbers)
+    order = Order(
+        user_id=user.id,
+        kind=kind,
+        item_id=item_id,
+        amount_cents=item.price_cents,
+        currency=catalog.currency,
+        credits=item.credits if kind == "pack" else item.credits_per_month,
+        checkout_session_id=f"cs_test_{number:06d}",
+        **fields,
+    )
+    db.session.add(order)
+    db.session.commit()
+    return order
