@@ -4,8 +4,9 @@ import itertools
 
 from werkzeug.security import generate_password_hash
 
+from billing_site.catalog import load_catalog
 from billing_site.extensions import db
-from billing_site.models import User
+from billing_site.models import Order, User
 from tests.conftest import TEST_PASSWORD
 
 _numbers = itertools.count(1)
@@ -33,11 +34,8 @@ def log_in(client, user: User) -> None:
         session["_fresh"] = True
 
 
-def make_order(user: User, item_id: str = "pro", *, kind: str = "pack", **fields) -> "Order":
+def make_order(user: User, item_id: str = "pro", *, kind: str = "pack", **fields) -> Order:
     """A committed pending order for a catalog item, with a Checkout Session id."""
-    from billing_site.catalog import load_catalog
-    from billing_site.models import Order
-
     catalog = load_catalog()
     item = catalog.pack(item_id) if kind == "pack" else catalog.tier(item_id)
     number = next(_numbers)
