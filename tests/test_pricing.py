@@ -1,0 +1,278 @@
+"""The pricing page and the catalog's JSON twins."""
+
+import re
+from decimal import Decimal
+
+import pytest
+
+from billing_site.pricing.routes import format_money
+from tests.conftest import csrf_token_from
+
+
+def card(html: str, card_id: str) -> str:
+    """The HTML of one pricing card, by its id (pack-<id> or tier-<id>)."""
+    match = re.search(rf'<article[^>]*id="{card_id}"[^>]*>(.*?)</article>', html, re.DOTALL)
+    assert match, f"no card {card_id}"
+    return re.sub(r"\s+", " ", match.group(0))
+
+
+@pytest.fixture
+def pricing_html(client):
+    response = client.get("/pricing")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("pack_id", "name", "credits", "price", "per_credit", "saving"),
+    [
+        ("starter", "Starter Pack", "20", "$5.00", "$0.25/credit", None),
+        ("pro", "Pro Pack", "100", "$20.00", "$0.20/credit", "Save 20%"),
+        ("enterprise", "Enterprise Pack", "300", "$50.00", "$0.17/credit", "Save 33%"),
+        ("ultimate", "Ultimate Pack", "1,000", "$150.00", "$0.15/credit", "Save 40%"),
+    ],
+)
+def test_pricing_page_shows_each_pack(
+    pricing_html, pack_id, name, credits, price, per_credit, saving
+):
+    html = card(pricing_html, f"pack-{pack_id}")
+    assert name in html
+    assert f"<strong>{credits}</strong> credits" in html
+    assert price in html
+    assert per_credit in html
+    if saving:
+        assert saving in html
+    else:
+        assert "Save" not in html
+
+
+def test_only_the_popular_pack_wears_the_ribbon(pricing_html):
+    assert "Most popular" in card(pricing_html, "pack-pro")
+    assert "card-popular" in card(pricing_html, "pack-pro")
+    for other in ("starter", "enterprise", "ultimate"):
+        assert "Most popular" not in card(pricing_html, f"pack-{other}")
+
+
+def test_each_buy_button_is_a_csrf_protected_form_to_checkout(client, pricing_html):
+    token = csrf_token_from(pricing_html)
+    for pack_id in ("starter", "pro", "enterprise", "ultimate"):
+        html = card(pricing_html, f"pack-{pack_id}")
+        assert f'<form method="post" action="/checkout/pack/{pack_id}">' in html
+        assert f'name="csrf_token" value="{token}"' in html
+        assert ">Buy</button>" in html
+
+
+@pytest.mark.parametrize(
+    ("tier", "price", "credits", "models"),
+    [
+        ("free", "$0.00", "<strong>10</strong> credits a month", ["Standard"]),
+        ("basic", "$9.99", "<strong>200</strong> credits a month", ["Standard", "HD"]),
+        ("premium", "$29.99", "<strong>Unlimited</strong>", ["Standard", "HD", "Pro"]),
+    ],
+)
+def test_pricing_page_shows_each_tier(pricing_html, tier, price, credits, models):
+    html = card(pricing_html, f"tier-{tier}")
+    assert f'{price}</span><span class="price-unit">/month' in html
+    assert credits in html
+    assert re.findall(r'<span class="pill">([^<]+)</span>', html) == models
+
+
+def test_paid_tiers_subscribe_and_the_free_tier_comes_with_an_account(pricing_html):
+    free = card(pricing_html, "tier-free")
+    assert "Included when you sign up" in free
+    assert "<form" not in free
+    for tier in ("basic", "premium"):
+        html = card(pricing_html, f"tier-{tier}")
+        assert f'<form method="post" action="/checkout/plan/{tier}">' in html
+        assert 'name="csrf_token"' in html
+        assert ">Subscribe</button>" in html
+
+
+def test_tier_features_are_listed(pricing_html):
+    assert "<li>HD and Pro models</li>" in card(pricing_html, "tier-premium")
+
+
+def test_home_page_is_the_pricing_page(client, pricing_html):
+    home = client.get("/")
+    assert home.status_code == 200
+    assert card(home.get_data(as_text=True), "pack-pro") == card(pricing_html, "pack-pro")
+
+
+# --- JSON ----------------------------------------------------------------------------
+
+
+def test_packages_api_lists_the_packs_with_computed_savings(client):
+    response = client.get("/api/v1/stripe/packages")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["currency"] == "usd"
+    assert body["packages"] == [
+        {
+            "id": "starter",
+            "name": "Starter Pack",
+            "credits": 20,
+            "price_cents": 500,
+            "currency": "usd",
+            "popular": False,
+            "savings_percent": 0,
+        },
+        {
+            "id": "pro",
+            "name": "Pro Pack",
+            "credits": 100,
+            "price_cents": 2000,
+            "currency": "usd",
+            "popular": True,
+            "savings_percent": 20,
+        },
+        {
+            "id": "enterprise",
+            "name": "Enterprise Pack",
+            "credits": 300,
+            "price_cents": 5000,
+            "currency": "usd",
+            "popular": False,
+            "savings_percent": 33,
+        },
+        {
+            "id": "ultimate",
+            "name": "Ultimate Pack",
+            "credits": 1000,
+            "price_cents": 15000,
+            "currency": "usd",
+            "popular": False,
+            "savings_percent": 40,
+        },
+    ]
+
+
+def test_tiers_api_lists_the_tiers_in_dollars(client):
+    response = client.get("/api/v1/subscriptions/tiers")
+
+    assert response.status_code == 200
+    tiers = {tier["tier"]: tier for tier in response.get_json()["tiers"]}
+    assert list(tiers) == ["free", "basic", "premium"]
+    assert tiers["basic"] == {
+        "tier": "basic",
+        "name": "Basic",
+        "price_monthly": 9.99,
+        "credits_per_month": 200,
+        "is_unlimited": False,
+        "models": ["standard", "hd"],
+        "features": ["200 credits every month", "HD model", "Email support"],
+    }
+    assert tiers["free"]["price_monthly"] == 0
+    assert tiers["premium"]["price_monthly"] == 29.99
+    assert tiers["premium"]["credits_per_month"] == -1
+    assert tiers["premium"]["is_unlimited"] is True
+
+
+def test_stripe_config_api_gives_only_the_publishable_key(make_app):
+    client = make_app(STRIPE_PUBLISHABLE_KEY="pk_test_abc").test_client()
+
+    response = client.get("/api/v1/stripe/config")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"publishable_key": "pk_test_abc"}
+
+
+# --- an operator's catalog -----------------------------------------------------------
+
+OPERATOR_CATALOG = """
+currency = "eur"
+base_cents_per_credit = 10
+
+[[packs]]
+id = "small"
+name = "Small Bag"
+credits = 50
+price_cents = 500
+
+[[packs]]
+id = "big"
+name = "Big Bag"
+credits = 500
+price_cents = 3000
+popular = true
+
+[[tiers]]
+id = "free"
+name = "Hobby"
+price_cents = 0
+credits_per_month = 5
+models = ["standard"]
+
+[[tiers]]
+id = "studio"
+name = "Studio"
+price_cents = 4900
+credits_per_month = -1
+models = ["standard", "pro"]
+features = ["Everything, all the time"]
+
+[[models]]
+id = "standard"
+name = "Standard"
+cost = 1
+
+[[models]]
+id = "pro"
+name = "Pro"
+cost = 4
+"""
+
+
+@pytest.fixture
+def operator_client(make_app, tmp_path):
+    catalog_file = tmp_path / "catalog.toml"
+    catalog_file.write_text(OPERATOR_CATALOG)
+    return make_app(CATALOG_FILE=str(catalog_file)).test_client()
+
+
+def test_an_operator_catalog_file_replaces_the_packs_and_tiers(operator_client):
+    html = operator_client.get("/pricing").get_data(as_text=True)
+
+    big = card(html, "pack-big")
+    assert "€30.00" in big
+    assert "€0.06/credit" in big
+    assert "Save 40%" in big
+    assert "Most popular" in big
+    assert "Save" not in card(html, "pack-small")
+    assert '<form method="post" action="/checkout/plan/studio">' in card(html, "tier-studio")
+    assert "Starter Pack" not in html
+    assert 'id="tier-basic"' not in html
+
+
+def test_an_operator_catalog_file_changes_the_json_too(operator_client):
+    packages = operator_client.get("/api/v1/stripe/packages").get_json()
+    tiers = operator_client.get("/api/v1/subscriptions/tiers").get_json()["tiers"]
+
+    assert packages["currency"] == "eur"
+    assert [(p["id"], p["savings_percent"], p["currency"]) for p in packages["packages"]] == [
+        ("small", 0, "eur"),
+        ("big", 40, "eur"),
+    ]
+    assert [(t["tier"], t["price_monthly"], t["credits_per_month"]) for t in tiers] == [
+        ("free", 0, 5),
+        ("studio", 49, -1),
+    ]
+
+
+# --- formatting money ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cents", "currency", "text"),
+    [
+        (2000, "usd", "$20.00"),
+        (999, "usd", "$9.99"),
+        (0, "usd", "$0.00"),
+        (123456, "usd", "$1,234.56"),
+        (Decimal(5000) / 300, "usd", "$0.17"),
+        (500, "eur", "€5.00"),
+        (500, "chf", "5.00 CHF"),
+    ],
+)
+def test_money_is_formatted_from_integer_cents(cents, currency, text):
+    assert format_money(cents, currency) == text
