@@ -33,6 +33,11 @@ def _bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _optional_bool(name: str) -> bool | None:
+    value = os.environ.get(name, "")
+    return _bool(name, False) if value.strip() else None
+
+
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value.strip() else default
@@ -53,7 +58,6 @@ def load_config() -> dict:
     """Read every setting from the environment into a dict for app.config."""
     load_dotenv(PROJECT_ROOT / ".env", override=False)
     env = os.environ.get("APP_ENV", "development").strip().lower()
-    production = env == "production"
     return {
         "APP_ENV": env,
         "SECRET_KEY": os.environ.get("SECRET_KEY", ""),
@@ -78,16 +82,18 @@ def load_config() -> dict:
         "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
         "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", ""),
         "STRIPE_TIMEOUT_SECONDS": _int("STRIPE_TIMEOUT_SECONDS", 20),
+        # The local Stripe stand-in's state (development only); empty means instance/.
+        "LOCAL_STRIPE_STATE_FILE": os.environ.get("LOCAL_STRIPE_STATE_FILE", ""),
         "CURRENCY": os.environ.get("CURRENCY", "usd").lower(),
         "CATALOG_FILE": os.environ.get("CATALOG_FILE", ""),
         "GENERATOR_URL": os.environ.get("GENERATOR_URL", ""),
         "GENERATOR_TIMEOUT_SECONDS": _int("GENERATOR_TIMEOUT_SECONDS", 30),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", production),
+        # None means "follow APP_ENV" (decided in finalize_config, after overrides).
+        "SESSION_COOKIE_SECURE": _optional_bool("SESSION_COOKIE_SECURE"),
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
-        "REMEMBER_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", production),
         "FORCE_HTTPS": _bool("FORCE_HTTPS", False),
         "WTF_CSRF_TIME_LIMIT": None,
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
@@ -106,6 +112,10 @@ def finalize_config(config: dict) -> None:
                 raise ConfigError(
                     f"{name} is not set; refusing to start in production ({consequence})."
                 )
+    if config.get("SESSION_COOKIE_SECURE") is None:
+        # Production serves over HTTPS only, so its cookies never travel in clear.
+        config["SESSION_COOKIE_SECURE"] = config.get("APP_ENV") == "production"
+    config["REMEMBER_COOKIE_SECURE"] = config["SESSION_COOKIE_SECURE"]
     config["SECRET_KEY"] = config["SECRET_KEY"] or DEVELOPMENT_SECRET_KEY
     config["STRIPE_WEBHOOK_SECRET"] = config["STRIPE_WEBHOOK_SECRET"] or DEVELOPMENT_WEBHOOK_SECRET
 

@@ -3,6 +3,7 @@
 import logging
 
 from flask import Flask, jsonify, render_template, request
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
@@ -53,6 +54,9 @@ def register_error_handlers(app: Flask) -> None:
             return server_error(error)
         # A description set deliberately by abort(…, description=…) is kept.
         message = error.description if _custom_description(error) else None
+        if isinstance(error, RateLimitExceeded):
+            # Its description is the bare limit ("10 per 1 minute"): say it plainly.
+            message = f"{FRIENDLY_MESSAGES[429]} (Limit: {error.description}.)"
         # Flask-Limiter adds Retry-After to a 429 after this handler runs.
         return error_response(error.code or 500, message)
 
