@@ -4,6 +4,8 @@ On a developer's laptop a part that is not installed is skipped with the reason;
 with CI=true it is a failure, so CI can never go green by skipping.
 """
 
+import contextlib
+import contextvars
 import os
 import re
 import shutil
@@ -13,6 +15,9 @@ import flask_migrate
 import pytest
 from sqlalchemy import text
 from werkzeug.serving import make_server
+
+from flask import has_app_context
+from flask.testing import FlaskClient
 
 from billing_site import create_app
 from billing_site.extensions import db as _db
@@ -92,17 +97,39 @@ def base_config(database_url: str, storage_uri: str) -> dict:
 # --- the app -----------------------------------------------------------------------
 
 
+class SeparateContextClient(FlaskClient):
+    """A test client whose every request gets its own app context.
+
+    Flask reuses an app context that is already pushed (the `db` fixture's), so
+    without this a request would share the test's database session and `g`
+    (the cached logged-in user, the CSRF token) with the test body and with
+    other clients. Each request runs in an empty contextvars context instead,
+    like a real request; afterwards the test's own session is expired so the
+    test re-reads what the request committed, as a separate reader would.
+    """
+
+    def open(self, *args, **kwargs):
+        response = contextvars.Context().run(super().open, *args, **kwargs)
+        if has_app_context():
+            _db.session.expire_all()
+        return response
+
+
 @pytest.fixture
-def make_app(database_url, redis_server):
+def make_app(database_url, redis_server, tmp_path):
     """Build an app on the test PostgreSQL and Redis, with overrides on top.
 
     After the test every table is emptied and Redis flushed, so tests are
-    independent however they committed.
+    independent however they committed. The local Stripe stand-in keeps its
+    state in the test's own tmp_path.
     """
     apps = []
+    local_stripe = {"LOCAL_STRIPE_STATE_FILE": str(tmp_path / "local_stripe.json")}
 
     def factory(**overrides):
-        app = create_app({**base_config(database_url, redis_server.url), **overrides})
+        config = {**base_config(database_url, redis_server.url), **local_stripe, **overrides}
+        app = create_app(config)
+        app.test_client_class = SeparateContextClient
         apps.append(app)
         return app
 
@@ -158,7 +185,9 @@ def _flush_redis(url: str) -> None:
         pass  # a test that stopped Redis on purpose
     finally:
         connection.close()
-    limiter.reset()
+    # The limiter may point at storage a test made unreachable on purpose.
+    with contextlib.suppress(redis.ConnectionError):
+        limiter.reset()
 
 
 # --- logging in --------------------------------------------------------------------
@@ -222,3 +251,13 @@ def browser_type_launch_args(browser_type_launch_args):
     if not os.path.exists(CHROMIUM):
         unavailable("Chromium is not installed (apt-get install chromium)")
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def base_url():
+    """No base URL: browser tests navigate to live_server's address.
+
+    This also stands in for pytest-playwright's fallback fixture, a method that
+    pytest 9 warns about (and filterwarnings = error would turn into an error).
+    """
+    return None
