@@ -18,6 +18,10 @@ from billing_site.extensions import db
 from billing_site.models import Order, utcnow
 
 PAID_STATUSES = ("paid", "no_payment_required")
+# A "failed" order may still be fulfilled: payment_intent.payment_failed marks
+# the order failed when one card is declined, yet the customer can pay with
+# another card in the same Checkout Session, and a paid session is the final word.
+FULFILLABLE_STATUSES = ("pending", "failed")
 
 
 def lock_order_for_session(session: dict) -> Order | None:
@@ -55,12 +59,13 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
     order = lock_order_for_session(session)
     if order is None:
         return "unknown_order"
-    if order.status != "pending":
+    if order.status not in FULFILLABLE_STATUSES:
         return f"noop: order already {order.status}"
     if session.get("payment_status") not in PAID_STATUSES:
         return "awaiting_payment"
     order.status = "paid"
     order.paid_at = utcnow()
+    order.failure_reason = None
     order.payment_intent_id = _id_of(session.get("payment_intent")) or order.payment_intent_id
     order.stripe_subscription_id = (
         _id_of(session.get("subscription")) or order.stripe_subscription_id
