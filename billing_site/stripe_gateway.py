@@ -134,7 +134,7 @@ class StripeGateway:
         """Every event created at or after `created_since` (a Unix time), oldest first."""
         try:
             page = self.client.v1.events.list({"created": {"gte": created_since}, "limit": 100})
-            events = [event.to_dict() for event in page.auto_paging_iter()]
+            events = [event.to_dict(for_json=True) for event in page.auto_paging_iter()]
         except stripe.StripeError as error:
             raise _gateway_error(error) from error
         return iter(sorted(events, key=lambda event: event["created"]))
@@ -145,7 +145,9 @@ class StripeGateway:
             result = method(*args, options=options) if options else method(*args)
         except stripe.StripeError as error:
             raise _gateway_error(error) from error
-        return result.to_dict()
+        # for_json: *_decimal fields stay strings, as Stripe sends them, so a result
+        # (or a listed event) can be stored in a JSON column.
+        return result.to_dict(for_json=True)
 
 
 def _gateway_error(error: stripe.StripeError) -> GatewayError:
