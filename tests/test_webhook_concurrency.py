@@ -1,0 +1,79 @@
+"""Row 11 of the matrix: 100 parallel identical deliveries on PostgreSQL grant once."""
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from billing_site.models import CreditLot, LedgerEntry, Order, StripeEvent, User
+from tests.factories import make_order, make_user
+from tests.stripe_events import checkout_session, make_event, signature_for
+
+DELIVERIES = 100
+
+
+@pytest.mark.concurrency
+def test_hundred_parallel_identical_deliveries_grant_exactly_once(db, live_server):
+    user = make_user()
+    order = make_order(user, "pro")
+    event = make_event("checkout.session.completed", checkout_session(order))
+    payload = json.dumps(event)
+    headers = {"Stripe-Signature": signature_for(payload), "Content-Type": "application/json"}
+    start = threading.Barrier(DELIVERIES)
+
+    def deliver(_):
+        start.wait(timeout=30)  # release every request at once
+        return requests.post(
+            f"{live_server}/stripe/webhook", data=payload, headers=headers, timeout=60
+        )
+
+    with ThreadPoolExecutor(max_workers=DELIVERIES) as pool:
+        responses = list(pool.map(deliver, range(DELIVERIES)))
+
+    statuses = [response.status_code for response in responses]
+    assert statuses == [200] * DELIVERIES
+    outcomes = sorted(response.json()["outcome"] for response in responses)
+    assert outcomes == ["duplicate"] * (DELIVERIES - 1) + ["fulfilled"]
+    db.session.expire_all()
+    assert db.session.get(User, user.id).balance == 100
+    assert db.session.get(Order, order.id).status == "paid"
+    assert db.session.scalar(select(func.count()).select_from(CreditLot)) == 1
+    assert db.session.scalar(select(func.count()).select_from(LedgerEntry)) == 1
+    assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 1
+    assert db.session.get(StripeEvent, event["id"]).attempts == 1
+
+
+@pytest.mark.concurrency
+def test_parallel_events_about_one_session_under_different_ids_grant_once(db, live_server):
+    """Two events about one object (Stripe does send them) race on the object, not the id."""
+    user = make_user()
+    order = make_order(user, "pro")
+    session = checkout_session(order)
+    events = [
+        make_event(kind, session)
+        for kind in ["checkout.session.completed", "checkout.session.async_payment_succeeded"] * 10
+    ]
+    start = threading.Barrier(len(events))
+
+    def deliver(event):
+        payload = json.dumps(event)
+        headers = {"Stripe-Signature": signature_for(payload), "Content-Type": "application/json"}
+        start.wait(timeout=30)
+        return requests.post(
+            f"{live_server}/stripe/webhook", data=payload, headers=headers, timeout=60
+        )
+
+    with ThreadPoolExecutor(max_workers=len(events)) as pool:
+        statuses = [response.status_code for response in pool.map(deliver, events)]
+
+    assert statuses == [200] * len(events)
+    db.session.expire_all()
+    assert db.session.get(User, user.id).balance == 100
+    assert db.session.scalar(select(func.count()).select_from(CreditLot)) == 1
+    processed = (
+        select(func.count()).select_from(StripeEvent).where(StripeEvent.status == "processed")
+    )
+    assert db.session.scalar(processed) == len(events)
