@@ -26,6 +26,12 @@ class Refund(db.Model):
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending, succeeded, failed
     failure_reason: Mapped[str | None] = mapped_column(Text)
     admin_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # The one-time token of the admin's confirm form: twenty clicks of one form
+    # collide on this unique column and make one refund.
+    request_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # What this refund took from the customer, so a refund that fails later gives
+    # back exactly that.
+    credits_clawed_back: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

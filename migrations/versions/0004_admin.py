@@ -60,12 +60,15 @@ def upgrade():
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('failure_reason', sa.Text(), nullable=True),
     sa.Column('admin_id', sa.Integer(), nullable=True),
+    sa.Column('request_token', sa.String(length=64), nullable=True),
+    sa.Column('credits_clawed_back', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['admin_id'], ['users.id'], name=op.f('fk_refunds_admin_id_users')),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_refunds_order_id_orders')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_refunds')),
     sa.UniqueConstraint('order_id', 'sequence', name='uq_refunds_order_sequence'),
+    sa.UniqueConstraint('request_token', name=op.f('uq_refunds_request_token')),
     sa.UniqueConstraint('stripe_refund_id', name=op.f('uq_refunds_stripe_refund_id'))
     )
     with op.batch_alter_table('refunds', schema=None) as batch_op:
