@@ -1,0 +1,377 @@
+"""What the admin pages read, and the admin actions that are not refunds.
+
+Reads return plain values and paginations for the templates. Each action is one
+transactional entry point that writes its audit entry in the same transaction
+and commits once. Refunds live in billing_site.refunds, disputes in
+billing_site.disputes.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import func, or_, select
+
+from billing_site import audit, credits
+from billing_site.extensions import db
+from billing_site.models import (
+    AuditLog,
+    CreditLot,
+    Dispute,
+    LedgerEntry,
+    Order,
+    Refund,
+    StripeEvent,
+    Subscription,
+    User,
+    utcnow,
+)
+
+PER_PAGE = 25
+LEDGER_PER_PAGE = 20
+PAID_ORDER_STATUSES = ("paid", "partially_refunded", "refunded", "disputed")
+OPEN_DISPUTE_STATUSES = (
+    "warning_needs_response",
+    "warning_under_review",
+    "needs_response",
+    "under_review",
+)
+EVENT_STATUSES = ("received", "processed", "ignored", "failed")
+
+
+# --- overview -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Overview:
+    revenue_today_cents: int
+    revenue_30_days_cents: int
+    paid_orders_30_days: int
+    refunds_30_days_cents: int
+    refunds_30_days: int
+    open_disputes: int
+    failed_events: int
+    past_due_subscriptions: int
+
+
+def overview(now: datetime | None = None) -> Overview:
+    """The numbers on /admin: revenue is money paid minus money refunded, by day paid/refunded."""
+    now = now or utcnow()
+    midnight = datetime.combine(now.date(), time.min, tzinfo=UTC)
+    month_ago = now - timedelta(days=30)
+    return Overview(
+        revenue_today_cents=_paid_cents(midnight) - _refunded_cents(midnight)[0],
+        revenue_30_days_cents=_paid_cents(month_ago) - _refunded_cents(month_ago)[0],
+        paid_orders_30_days=db.session.scalar(
+            select(func.count(Order.id)).where(
+                Order.status.in_(PAID_ORDER_STATUSES), Order.paid_at >= month_ago
+            )
+        ),
+        refunds_30_days_cents=_refunded_cents(month_ago)[0],
+        refunds_30_days=_refunded_cents(month_ago)[1],
+        open_disputes=_count(Dispute, Dispute.status.in_(OPEN_DISPUTE_STATUSES)),
+        failed_events=_count(StripeEvent, StripeEvent.status == "failed"),
+        past_due_subscriptions=_count(Subscription, Subscription.status == "past_due"),
+    )
+
+
+def _paid_cents(since: datetime) -> int:
+    return db.session.scalar(
+        select(func.coalesce(func.sum(Order.amount_cents), 0)).where(
+            Order.status.in_(PAID_ORDER_STATUSES), Order.paid_at >= since
+        )
+    )
+
+
+def _refunded_cents(since: datetime) -> tuple[int, int]:
+    total, count = db.session.execute(
+        select(func.coalesce(func.sum(Refund.amount_cents), 0), func.count(Refund.id)).where(
+            Refund.status == "succeeded", Refund.updated_at >= since
+        )
+    ).one()
+    return total, count
+
+
+def _count(model, condition) -> int:
+    return db.session.scalar(select(func.count()).select_from(model).where(condition))
+
+
+# --- orders ---------------------------------------------------------------------------
+
+
+@dataclass
+class OrderFilters:
+    """The orders page's query string, checked; `errors` say what was ignored."""
+
+    query: str = ""
+    status: str = ""
+    kind: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_args(cls, args) -> "OrderFilters":
+        filters = cls(
+            query=args.get("q", "").strip(),
+            status=args.get("status", "").strip(),
+            kind=args.get("kind", "").strip(),
+        )
+        filters.date_from = filters._date(args.get("from", ""), "From")
+        filters.date_to = filters._date(args.get("to", ""), "To")
+        return filters
+
+    def _date(self, text: str, label: str) -> date | None:
+        if not text.strip():
+            return None
+        try:
+            return date.fromisoformat(text.strip())
+        except ValueError:
+            self.errors.append(f"{label} date “{text}” is not a date like 2026-01-31; ignored.")
+            return None
+
+    def as_args(self) -> dict:
+        args = {"q": self.query, "status": self.status, "kind": self.kind}
+        args["from"] = self.date_from.isoformat() if self.date_from else ""
+        args["to"] = self.date_to.isoformat() if self.date_to else ""
+        return {name: value for name, value in args.items() if value}
+
+
+def search_orders(filters: OrderFilters, page: int):
+    """Orders matching an email, an order id or any Stripe id, newest first."""
+    statement = select(Order).join(User, Order.user_id == User.id)
+    if filters.query:
+        statement = statement.where(_order_matches(filters.query))
+    if filters.status:
+        statement = statement.where(Order.status == filters.status)
+    if filters.kind:
+        statement = statement.where(Order.kind == filters.kind)
+    if filters.date_from:
+        statement = statement.where(Order.created_at >= _start_of(filters.date_from))
+    if filters.date_to:
+        statement = statement.where(Order.created_at < _start_of(filters.date_to + timedelta(1)))
+    statement = statement.order_by(Order.created_at.desc(), Order.id.desc())
+    return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+
+
+def _order_matches(query: str):
+    text = query.lstrip("#")
+    conditions = [
+        func.lower(User.email).contains(query.lower(), autoescape=True),
+        Order.checkout_session_id == query,
+        Order.payment_intent_id == query,
+        Order.charge_id == query,
+        Order.stripe_subscription_id == query,
+        Order.id.in_(select(Refund.order_id).where(Refund.stripe_refund_id == query)),
+    ]
+    if text.isdigit() and len(text) < 10:
+        conditions.append(Order.id == int(text))
+    return or_(*conditions)
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class OrderDetail:
+    order: Order
+    ledger: list[LedgerEntry]
+    refunds: list[Refund]
+    disputes: list[Dispute]
+    balance: int
+
+
+def order_detail(order_id: int) -> OrderDetail | None:
+    order = db.session.get(Order, order_id)
+    if order is None:
+        return None
+    refund_refs = [f"refund:{refund_id}" for refund_id in _refund_ids(order.id)]
+    ledger = db.session.scalars(
+        select(LedgerEntry)
+        .where(
+            or_(
+                LedgerEntry.order_id == order.id,
+                LedgerEntry.reference.in_([f"order:{order.id}", *refund_refs]),
+            )
+        )
+        .order_by(LedgerEntry.id)
+    ).all()
+    refunds = db.session.scalars(
+        select(Refund).where(Refund.order_id == order.id).order_by(Refund.sequence)
+    ).all()
+    disputes = db.session.scalars(
+        select(Dispute).where(Dispute.order_id == order.id).order_by(Dispute.id)
+    ).all()
+    return OrderDetail(order, ledger, refunds, disputes, credits.current_balance(order.user_id))
+
+
+def _refund_ids(order_id: int) -> list[int]:
+    return list(db.session.scalars(select(Refund.id).where(Refund.order_id == order_id)))
+
+
+# --- disputes, events, audit -----------------------------------------------------------
+
+
+def list_disputes(page: int):
+    statement = select(Dispute).order_by(
+        Dispute.status.in_(OPEN_DISPUTE_STATUSES).desc(),
+        Dispute.evidence_due_by.is_(None),
+        Dispute.evidence_due_by,
+        Dispute.id.desc(),
+    )
+    return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+
+
+def list_events(status: str, event_type: str, page: int):
+    statement = select(StripeEvent)
+    if status:
+        statement = statement.where(StripeEvent.status == status)
+    if event_type:
+        statement = statement.where(StripeEvent.type.contains(event_type, autoescape=True))
+    statement = statement.order_by(StripeEvent.received_at.desc(), StripeEvent.id)
+    return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+
+
+def event_types() -> list[str]:
+    return list(db.session.scalars(select(StripeEvent.type).distinct().order_by(StripeEvent.type)))
+
+
+class ReplayRefused(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def replay_event(admin_id: int, event_id: str) -> str:
+    """Run a failed event's handler again (the same idempotent path) and audit it.
+
+    The replay commits its own transaction (the webhook's); the audit entry is
+    committed right after it, with the outcome, success or not.
+    """
+    from billing_site.webhook.services import HandlerFailed
+    from billing_site.webhook.services import replay_event as replay
+
+    event = db.session.get(StripeEvent, event_id)
+    if event is None:
+        raise ReplayRefused("There is no such event.")
+    if event.status != "failed":
+        raise ReplayRefused(f"Only a failed event can be replayed; this one is {event.status}.")
+    try:
+        outcome = replay(event_id)
+    except HandlerFailed as failure:
+        outcome = f"failed again: {failure.error!r}"
+    audit.record(admin_id, "event.replay", "stripe_event", event_id, {"outcome": outcome})
+    db.session.commit()
+    return outcome
+
+
+def list_audit(page: int):
+    statement = select(AuditLog).order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+    return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+
+
+def admin_emails(entries) -> dict[int, str]:
+    ids = {entry.admin_id for entry in entries if entry.admin_id}
+    if not ids:
+        return {}
+    return dict(db.session.execute(select(User.id, User.email).where(User.id.in_(ids))).all())
+
+
+# --- customers ----------------------------------------------------------------------
+
+
+def search_users(query: str, page: int):
+    statement = select(User)
+    if query:
+        text = query.lstrip("#")
+        conditions = [
+            func.lower(User.email).contains(query.lower(), autoescape=True),
+            User.stripe_customer_id == query,
+        ]
+        if text.isdigit() and len(text) < 10:
+            conditions.append(User.id == int(text))
+        statement = statement.where(or_(*conditions))
+    statement = statement.order_by(User.created_at.desc(), User.id.desc())
+    return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+
+
+@dataclass(frozen=True)
+class CustomerDetail:
+    user: User
+    balance: int
+    lots: list[CreditLot]
+    ledger: object  # a pagination of LedgerEntry, newest first
+    orders: list[Order]
+    subscriptions: list[Subscription]
+
+
+def customer_detail(user_id: int, ledger_page: int) -> CustomerDetail | None:
+    user = db.session.get(User, user_id)
+    if user is None:
+        return None
+    return CustomerDetail(
+        user=user,
+        balance=credits.current_balance(user.id),
+        lots=db.session.scalars(
+            select(CreditLot)
+            .where(CreditLot.user_id == user.id, CreditLot.credits_remaining != 0)
+            .order_by(CreditLot.expires_at.is_(None), CreditLot.expires_at, CreditLot.id)
+        ).all(),
+        ledger=customer_ledger(user.id, ledger_page),
+        orders=db.session.scalars(
+            select(Order).where(Order.user_id == user.id).order_by(Order.id.desc())
+        ).all(),
+        subscriptions=db.session.scalars(
+            select(Subscription)
+            .where(Subscription.user_id == user.id)
+            .order_by(Subscription.id.desc())
+        ).all(),
+    )
+
+
+def customer_ledger(user_id: int, page: int):
+    statement = (
+        select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id.desc())
+    )
+    return db.paginate(statement, page=page, per_page=LEDGER_PER_PAGE, error_out=False)
+
+
+def adjust_credits(
+    admin_id: int,
+    user_id: int,
+    delta: int,
+    *,
+    reason: str,
+    expires_on: date | None,
+    token: str,
+) -> str:
+    """Give (+) or take (−) credits through the ledger, audited, once per form."""
+    user = credits.lock_user(user_id)
+    reference = f"adjustment:{token}"
+    already = db.session.scalar(select(LedgerEntry.id).where(LedgerEntry.reference == reference))
+    if already is not None:
+        db.session.rollback()
+        return "This adjustment was already made."
+    entry = audit.record(
+        admin_id,
+        "credits.adjust",
+        "user",
+        user.id,
+        {"delta": delta, "reason": reason, "expires_on": expires_on and expires_on.isoformat()},
+    )
+    if delta > 0:
+        credits.grant(
+            user.id,
+            delta,
+            source="admin",
+            source_ref=f"audit:{entry.id}",
+            expires_at=_start_of(expires_on) if expires_on else None,
+            kind="adjust",
+            reference=reference,
+            note=reason,
+        )
+    else:
+        credits.claw_back(user.id, -delta, reference=reference, note=reason, kind="adjust")
+    db.session.commit()
+    sign = "+" if delta > 0 else "−"
+    return f"Adjusted {user.email} by {sign}{abs(delta)} credits."
