@@ -38,7 +38,7 @@ def make_order(user: User, item_id: str = "pro", *, kind: str = "pack", **fields
     """A committed pending order for a catalog item, with a Checkout Session id."""
     catalog = load_catalog()
     item = catalog.pack(item_id) if kind == "pack" else catalog.tier(item_id)
-    number = next(_numbers)
+    fields.setdefault("checkout_session_id", f"cs_test_{next(_numbers):06d}")
     order = Order(
         user_id=user.id,
         kind=kind,
@@ -46,9 +46,45 @@ def make_order(user: User, item_id: str = "pro", *, kind: str = "pack", **fields
         amount_cents=item.price_cents,
         currency=catalog.currency,
         credits=item.credits if kind == "pack" else item.credits_per_month,
-        checkout_session_id=f"cs_test_{number:06d}",
         **fields,
     )
     db.session.add(order)
+    db.session.commit()
+    return order
+
+
+def make_subscription(user: User, tier: str = "basic", status: str = "active", **fields):
+    """A committed Subscription row, as the webhook would have left it."""
+    from datetime import timedelta
+
+    from billing_site.models import Subscription, utcnow
+
+    now = utcnow()
+    subscription = Subscription(
+        user_id=user.id,
+        stripe_subscription_id=fields.pop("stripe_subscription_id", f"sub_test_{user.id}"),
+        stripe_customer_id=fields.pop("stripe_customer_id", f"cus_test_{user.id}"),
+        tier=tier,
+        status=status,
+        current_period_start=fields.pop("current_period_start", now - timedelta(days=3)),
+        current_period_end=fields.pop("current_period_end", now + timedelta(days=27)),
+        **fields,
+    )
+    db.session.add(subscription)
+    db.session.commit()
+    return subscription
+
+
+def make_paid_order(user: User, item_id: str = "pro", **fields) -> Order:
+    """A committed pack order as a paid checkout leaves it: Stripe ids set, credits granted."""
+    from billing_site.fulfilment import grant_pack_credits
+    from billing_site.models import utcnow
+
+    order = make_order(user, item_id, **fields)
+    order.status = "paid"
+    order.payment_intent_id = order.payment_intent_id or f"pi_test_order_{order.id}"
+    order.charge_id = order.charge_id or f"ch_test_order_{order.id}"
+    order.paid_at = utcnow()
+    grant_pack_credits(order)
     db.session.commit()
     return order
