@@ -1,3 +1,287 @@
-from flask import Blueprint
+"""GET/POST /generate (HTMX or whole page) and POST /api/v1/generations (JSON).
+
+Two rate limits guard generation, each shared by the page and the API so a
+visitor cannot get a second allowance by switching between them:
+
+- anonymous visitors: ANONYMOUS_DAILY_LIMIT per client key per 24 h (customers
+  are exempt: they pay), backed by a per-address ceiling so rotating the
+  X-Client-Fingerprint header cannot mint fresh allowances;
+- unlimited-tier customers: PREMIUM_HOURLY_LIMIT an hour (fair use).
+
+When the Redis storage is unreachable, Flask-Limiter 4.1 (with
+RATELIMIT_IN_MEMORY_FALLBACK_ENABLED) switches to a per-process memory storage.
+Because RATELIMIT_IN_MEMORY_FALLBACK is left unset, it keeps evaluating these
+same decorated limits there (a non-empty fallback list would *replace* them),
+so the cap keeps holding per process instead of vanishing.
+"""
+
+import time
+
+from flask import Blueprint, current_app, jsonify, make_response, request, url_for
+from flask_login import current_user
+from limits import parse
+
+from billing_site.account.services import tier_of, touch_month
+from billing_site.catalog import current_catalog
+from billing_site.client_identity import address_key, client_key
+from billing_site.errors import error_response
+from billing_site.extensions import csrf, limiter
+from billing_site.generate import services
+from billing_site.generate.forms import PROMPT_MAX_LENGTH, GenerationInput, validate_generation
+from billing_site.htmx import render_page_or_fragment
 
 bp = Blueprint("generate", __name__)
+
+ANONYMOUS_SCOPE = "anonymous-generations"
+# Up to this many people behind one address (an office, a NAT) each get the
+# anonymous allowance; beyond that, a new fingerprint buys nothing.
+ADDRESS_CEILING_FACTOR = 10
+API_PREFIX = "/api/"
+
+
+# --- the limits ------------------------------------------------------------------
+
+
+def anonymous_limit() -> str:
+    return f"{current_app.config['ANONYMOUS_DAILY_LIMIT']} per 24 hours"
+
+
+def address_ceiling_limit() -> str:
+    return f"{current_app.config['ANONYMOUS_DAILY_LIMIT'] * ADDRESS_CEILING_FACTOR} per 24 hours"
+
+
+def fair_use_limit() -> str:
+    return f"{current_app.config['PREMIUM_HOURLY_LIMIT']} per hour"
+
+
+def is_customer() -> bool:
+    return current_user.is_authenticated
+
+
+def is_not_unlimited() -> bool:
+    return not (current_user.is_authenticated and tier_of(current_user).is_unlimited)
+
+
+def customer_key() -> str:
+    return f"user:{current_user.id}"
+
+
+def attempt_cost() -> int:
+    """An invalid request (422) does not use up an allowance; anything else does."""
+    _, errors = validate_generation(request_data(), current_catalog())
+    return 0 if errors else 1
+
+
+def cap_reached(limit) -> object:
+    """The friendly 429 for a visitor past the anonymous cap."""
+    # Computed as Flask-Limiter computes the Retry-After header, so the two agree.
+    retry_after = max(0, int(limit.reset_at - time.time()))
+    message = (
+        f"You've used your {limit.limit.amount} free generations today; "
+        f"sign up for {current_catalog().free_tier.credits_per_month} free credits a month."
+    )
+    if request.path.startswith(API_PREFIX):
+        body = {
+            "error": "rate_limit_exceeded",
+            "message": message,
+            "limit": limit.limit.amount,
+            "window": "24h",
+            "retry_after": retry_after,
+            "signup_url": url_for("auth.signup", _external=True),
+        }
+        return _json(body, 429)
+    notice = {"kind": "cap", "message": message, "link": url_for("auth.signup")}
+    return _render(429, notice=notice, tries_left=0, **_submitted())
+
+
+def fair_use_reached(limit) -> object:
+    minutes = max(1, (int(limit.reset_at - time.time()) + 59) // 60)
+    message = (
+        f"You have made {limit.limit.amount} generations this hour, the fair-use limit. "
+        f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+    )
+    if request.path.startswith(API_PREFIX):
+        body = {
+            "error": "rate_limit_exceeded",
+            "message": message,
+            "limit": limit.limit.amount,
+            "window": "1h",
+            "retry_after": max(0, int(limit.reset_at - time.time())),
+        }
+        return _json(body, 429)
+    return _render(429, notice={"kind": "fair_use", "message": message}, **_submitted())
+
+
+def _submitted() -> dict:
+    """What the visitor typed, so a refused request does not wipe the form."""
+    data, _ = validate_generation(request.form, current_catalog())
+    return {"prompt": data.prompt, "model": data.model}
+
+
+# Declared once and applied to both routes: one shared bucket per visitor.
+anonymous_cap = limiter.shared_limit(
+    anonymous_limit,
+    scope=ANONYMOUS_SCOPE,
+    exempt_when=is_customer,
+    cost=attempt_cost,
+    on_breach=cap_reached,
+)
+address_ceiling = limiter.shared_limit(
+    address_ceiling_limit,
+    scope="anonymous-generations-per-address",
+    key_func=address_key,
+    exempt_when=is_customer,
+    cost=attempt_cost,
+    on_breach=cap_reached,
+)
+fair_use = limiter.shared_limit(
+    fair_use_limit,
+    scope="unlimited-tier-generations",
+    key_func=customer_key,
+    exempt_when=is_not_unlimited,
+    cost=attempt_cost,
+    on_breach=fair_use_reached,
+)
+
+
+def free_tries_left() -> int | None:
+    """How many anonymous generations this visitor has left today (None if unknown)."""
+    item = parse(anonymous_limit())
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
+    args = [prefix, client_key(), ANONYMOUS_SCOPE] if prefix else [client_key(), ANONYMOUS_SCOPE]
+    try:
+        return limiter.limiter.get_window_stats(item, *args).remaining
+    except Exception:  # the storage is down: the page still renders, without the count
+        return None
+
+
+@bp.errorhandler(429)
+def too_many_generations(error):
+    # on_breach built the friendly answer; Flask-Limiter attaches it to the error.
+    return getattr(error, "response", None) or error_response(429)
+
+
+# --- the page ----------------------------------------------------------------------
+
+
+@bp.get("/generate")
+def page():
+    if current_user.is_authenticated:
+        touch_month(current_user)
+    return _render(200, model=current_catalog().models[0].id)
+
+
+@bp.post("/generate")
+@address_ceiling
+@anonymous_cap
+@fair_use
+def create():
+    data, errors = validate_generation(request.form, current_catalog())
+    if errors:
+        return _render(422, prompt=data.prompt, model=data.model, errors=errors)
+    try:
+        result = _generate(data)
+    except services.GenerationRefused as refused:
+        return _render(
+            refused.status, prompt=data.prompt, model=data.model, notice=_notice(refused)
+        )
+    return _render(200, prompt=data.prompt, model=data.model, result=result)
+
+
+def _generate(data: GenerationInput) -> services.GenerationResult:
+    if current_user.is_authenticated:
+        return services.generate_for_customer(current_user.id, data)
+    return services.generate_for_visitor(client_key(), data)
+
+
+def _notice(refused: services.GenerationRefused) -> dict:
+    links = {402: url_for("pricing.index"), 403: url_for("pricing.index")}
+    if isinstance(refused, services.ModelNotInTier) and refused.tier is None:
+        links[403] = url_for("auth.signup")
+    return {"kind": refused.code, "message": refused.message, "link": links.get(refused.status)}
+
+
+def _render(status: int, **context):
+    """The generator card: the whole page, or (for HTMX) the card and the balance badge."""
+    context.setdefault("prompt", "")
+    context.setdefault("model", "")
+    context.setdefault("errors", {})
+    if "tries_left" not in context and not current_user.is_authenticated:
+        context["tries_left"] = free_tries_left()
+    result = context.get("result")
+    if result is not None and result.balance is not None:
+        context["nav_balance"] = result.balance  # the badge shows the balance after spending
+    return render_page_or_fragment(
+        "generate/page.html",
+        "generate/_response.html",
+        status,
+        models=_model_choices(),
+        prompt_max_length=PROMPT_MAX_LENGTH,
+        daily_limit=current_app.config["ANONYMOUS_DAILY_LIMIT"],
+        **context,
+    )
+
+
+def _model_choices() -> list[dict]:
+    catalog = current_catalog()
+    allowed = (
+        tier_of(current_user).models if current_user.is_authenticated else catalog.free_tier.models
+    )
+    return [{"model": model, "allowed": model.id in allowed} for model in catalog.models]
+
+
+# --- the API -----------------------------------------------------------------------
+
+
+@bp.post("/api/v1/generations")
+# A JSON body cannot be posted cross-site without a CORS preflight, which this
+# site never grants; requiring application/json (below) is the CSRF defence here.
+@csrf.exempt
+@address_ceiling
+@anonymous_cap
+@fair_use
+def api_create():
+    if not request.is_json:
+        return _json(
+            {"error": "unsupported_media_type", "message": "Send the request as application/json."},
+            415,
+        )
+    data, errors = validate_generation(request_data(), current_catalog())
+    if errors:
+        message = " ".join(errors.values())
+        return _json({"error": "validation_failed", "message": message, "fields": errors}, 422)
+    try:
+        result = _generate(data)
+    except services.GenerationRefused as refused:
+        return _json(_refusal_body(refused), refused.status)
+    generation = result.generation
+    body = {
+        "id": generation.id,
+        "model": generation.model,
+        "credits_charged": generation.credits_charged,
+        "balance": result.balance,
+        "image": result.image.data_url,
+    }
+    return _json(body, 201)
+
+
+def _refusal_body(refused: services.GenerationRefused) -> dict:
+    body = {"error": refused.code, "message": refused.message}
+    if refused.status in (402, 403):
+        body["pricing_url"] = url_for("pricing.index", _external=True)
+    if isinstance(refused, services.OutOfCredits):
+        body.update(balance=refused.balance, cost=refused.cost)
+    return body
+
+
+def request_data() -> dict:
+    """The form or the JSON body as a mapping (an unreadable body reads as empty)."""
+    if request.path.startswith(API_PREFIX):
+        data = request.get_json(silent=True)
+        return data if isinstance(data, dict) else {}
+    return request.form
+
+
+def _json(body: dict, status: int):
+    # A Response object, not a tuple: on_breach callbacks must return one.
+    return make_response(jsonify(body), status)

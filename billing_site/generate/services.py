@@ -1,0 +1,173 @@
+"""Spending on a generation: reserve, generate, and give back if generating fails.
+
+The credits are reserved (and the pending Generation committed) in one
+transaction *before* the generator is called, so a slow or failing generator
+never holds the user's row locked, and a crash mid-generation leaves a visible
+pending row rather than a free image. A failure writes a compensating entry.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from billing_site import credits
+from billing_site.account.services import grant_free_allowance, tier_of
+from billing_site.catalog import Model, Tier, current_catalog
+from billing_site.extensions import db
+from billing_site.generate.forms import GenerationInput
+from billing_site.generator import GeneratedImage, current_generator
+from billing_site.models import Generation, User
+
+log = logging.getLogger(__name__)
+
+
+class GenerationRefused(Exception):
+    """The generation did not happen; `message` says why and what to do."""
+
+    status = 400
+    code = "generation_refused"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class OutOfCredits(GenerationRefused):
+    status = 402
+    code = "insufficient_credits"
+
+    def __init__(self, balance: int, cost: int):
+        if balance < 0:
+            message = (
+                f"Your balance is {balance} credits after a refund. Top it up to keep generating."
+            )
+        else:
+            message = (
+                f"This generation costs {cost} credit{'s' if cost != 1 else ''} "
+                f"and you have {balance}. Buy a pack or subscribe to keep generating."
+            )
+        super().__init__(message)
+        self.balance = balance
+        self.cost = cost
+
+
+class ModelNotInTier(GenerationRefused):
+    status = 403
+    code = "model_not_in_tier"
+
+    def __init__(self, model: Model, tier: Tier | None):
+        if tier is None:
+            message = f"The {model.name} model is for customers. Sign up, then upgrade to use it."
+        else:
+            message = f"The {model.name} model is not in the {tier.name} plan. Upgrade to use it."
+        super().__init__(message)
+        self.model = model
+        self.tier = tier
+
+
+class GenerationFailed(GenerationRefused):
+    status = 503
+    code = "generation_failed"
+
+    def __init__(self, refunded: bool):
+        message = "The image generator is not available right now. "
+        message += "Your credits were returned; please try again." if refunded else "Try again."
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    generation: Generation
+    image: GeneratedImage
+    balance: int | None  # None for an anonymous visitor
+
+
+def generate_for_customer(user_id: int, request: GenerationInput) -> GenerationResult:
+    """Generate for a customer, charging the model's cost (nothing on an unlimited tier).
+
+    Raises ModelNotInTier, OutOfCredits (nothing written) or GenerationFailed
+    (the credits given back with a compensating entry).
+    """
+    user = db.session.get(User, user_id)
+    tier = tier_of(user)
+    model = current_catalog().model(request.model)
+    if model.id not in tier.models:
+        raise ModelNotInTier(model, tier)
+    generation, draws = _reserve(user, tier, model, request.prompt)
+    image = _run(generation, draws)
+    return GenerationResult(generation, image, credits.current_balance(user_id))
+
+
+def generate_for_visitor(client_key: str, request: GenerationInput) -> GenerationResult:
+    """Generate for an anonymous visitor (capped by the rate limiter, never charged)."""
+    catalog = current_catalog()
+    model = catalog.model(request.model)
+    if model.id not in catalog.free_tier.models:
+        raise ModelNotInTier(model, None)
+    generation = Generation(client_key=client_key, prompt=request.prompt, model=model.id)
+    db.session.add(generation)
+    db.session.commit()
+    image = _run(generation, [])
+    return GenerationResult(generation, image, None)
+
+
+def _reserve(
+    user: User, tier: Tier, model: Model, prompt: str
+) -> tuple[Generation, list[credits.Draw]]:
+    """Commit a pending generation with its credits taken, or raise OutOfCredits."""
+    # Lock the user row before inserting the generation: the insert's foreign key
+    # takes a share lock on that row, and two requests each holding one while
+    # waiting for FOR UPDATE would deadlock.
+    credits.lock_user(user.id)
+    grant_free_allowance(user)
+    cost = 0 if tier.is_unlimited else model.cost
+    generation = Generation(user_id=user.id, prompt=prompt, model=model.id, credits_charged=cost)
+    db.session.add(generation)
+    db.session.flush()
+    try:
+        if cost:
+            draws = credits.spend(user.id, cost, reference=f"generation:{generation.id}")
+        else:
+            draws = []
+            _refuse_debt(user)
+    except credits.InsufficientCredits as error:
+        db.session.rollback()
+        raise OutOfCredits(error.balance, cost or 1) from error
+    db.session.commit()
+    return generation, draws
+
+
+def _refuse_debt(user: User) -> None:
+    """An unlimited tier spends nothing, but a negative balance still blocks it."""
+    credits.expire_due_lots_for(user)
+    if user.balance < 0:
+        raise credits.InsufficientCredits(user.balance, 0)
+
+
+def _run(generation: Generation, draws: list[credits.Draw]) -> GeneratedImage:
+    try:
+        image = current_generator().generate(generation.prompt, generation.model)
+    except Exception as error:
+        # Any failure, not only GeneratorError: the customer paid before we
+        # called, so whatever went wrong they get their credits back.
+        log.warning("generation %s failed: %r", generation.id, error)
+        _fail(generation, draws, getattr(error, "message", None) or repr(error))
+        raise GenerationFailed(refunded=bool(draws)) from error
+    generation.status = "succeeded"
+    generation.result = image.svg
+    db.session.commit()
+    return image
+
+
+def _fail(generation: Generation, draws: list[credits.Draw], reason: str) -> None:
+    """Mark the generation failed and give back exactly what it took, in one commit."""
+    db.session.rollback()  # whatever the generator left half-done in the session
+    if draws:
+        credits.compensate(
+            generation.user_id,
+            draws,
+            reference=f"generation:{generation.id}",
+            note="generation failed; credits returned",
+        )
+    generation.status = "failed"
+    generation.error = reason[:1000]
+    db.session.commit()
