@@ -1,0 +1,425 @@
+"""A customer's tier, allowance, balance and usage, and their subscription changes.
+
+current_tier and current_subscription are the one answer to "what does this
+customer pay for"; other blueprints import them from here.
+"""
+
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from billing_site import credits
+from billing_site.catalog import Tier, current_catalog
+from billing_site.extensions import db
+from billing_site.models import (
+    LIVE_SUBSCRIPTION_STATUSES,
+    CreditLot,
+    Generation,
+    LedgerEntry,
+    Order,
+    Subscription,
+    User,
+    utcnow,
+)
+from billing_site.stripe_gateway import GatewayError, current_gateway
+
+log = logging.getLogger(__name__)
+
+LEDGER_PAGE_SIZE = 20
+RECENT_GENERATIONS = 8
+RECENT_ORDERS = 20
+# Orders a receipt makes sense for: money changed hands.
+RECEIPT_STATUSES = ("paid", "refunded", "partially_refunded", "disputed")
+
+
+# --- tier ------------------------------------------------------------------------
+
+
+def current_subscription(user: User) -> Subscription | None:
+    """The customer's live subscription (the one running longest if several are)."""
+    return db.session.execute(
+        select(Subscription)
+        .where(
+            Subscription.user_id == user.id,
+            Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES),
+        )
+        .order_by(Subscription.current_period_end.desc().nulls_last(), Subscription.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def current_tier(user: User) -> str:
+    """The id of the tier the customer is on: their live subscription's, else free."""
+    subscription = current_subscription(user)
+    return subscription.tier if subscription is not None else current_catalog().free_tier.id
+
+
+def tier_of(user: User) -> Tier:
+    catalog = current_catalog()
+    return catalog.tier(current_tier(user)) or catalog.free_tier
+
+
+# --- the free tier's monthly allowance -------------------------------------------------
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month_start(moment: datetime) -> datetime:
+    return month_start(month_start(moment) + timedelta(days=32))
+
+
+def free_allowance_ref(user_id: int, moment: datetime) -> str:
+    return f"{user_id}:{moment:%Y-%m}"
+
+
+def grant_free_allowance(user: User, now: datetime | None = None) -> bool:
+    """Grant this month's free credits if the customer is on the free tier and has none yet.
+
+    Does not commit (the caller does). The allowance is granted lazily, the first
+    time a month is touched, and expires when the month ends.
+    """
+    now = now or utcnow()
+    free_tier = current_catalog().free_tier
+    if free_tier.credits_per_month <= 0 or current_tier(user) != free_tier.id:
+        return False
+    source_ref = free_allowance_ref(user.id, now)
+    # Checked without a lock first so page views do not queue on the user row;
+    # replace_allowance checks again under the lock.
+    if credits.find_lot("free", source_ref) is not None:
+        return False
+    lot = credits.replace_allowance(
+        user.id,
+        free_tier.credits_per_month,
+        source="free",
+        source_ref=source_ref,
+        expires_at=next_month_start(now),
+        note=f"free credits for {now:%B %Y}",
+    )
+    return lot is not None
+
+
+def touch_month(user: User) -> None:
+    """Grant the free allowance if it is due, and commit it (for page views)."""
+    if grant_free_allowance(user):
+        db.session.commit()
+
+
+# --- the dashboard ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Usage:
+    tier: Tier
+    balance: int
+    credits_used: int
+    generations: int
+    period: Period
+
+    @property
+    def usage_percentage(self) -> int:
+        if self.tier.is_unlimited or self.tier.credits_per_month <= 0:
+            return 0
+        return min(100, round(100 * self.credits_used / self.tier.credits_per_month))
+
+    @property
+    def has_credit(self) -> bool:
+        # A negative balance (after a clawback) blocks even an unlimited tier.
+        if self.tier.is_unlimited:
+            return self.balance >= 0
+        return self.balance > 0
+
+    def as_json(self) -> dict:
+        return {
+            "tier": self.tier.id,
+            "balance": self.balance,
+            "credits_used": self.credits_used,
+            "credits_per_month": None if self.tier.is_unlimited else self.tier.credits_per_month,
+            "is_unlimited": self.tier.is_unlimited,
+            "usage_percentage": self.usage_percentage,
+            "period_end": self.period.end.isoformat(),
+            "has_credit": self.has_credit,
+            "purchase_required": not self.has_credit,
+        }
+
+
+def current_period(user: User, now: datetime | None = None) -> Period:
+    """The subscription's billing period, or the calendar month on the free tier."""
+    now = now or utcnow()
+    subscription = current_subscription(user)
+    if subscription and subscription.current_period_start and subscription.current_period_end:
+        return Period(subscription.current_period_start, subscription.current_period_end)
+    return Period(month_start(now), next_month_start(now))
+
+
+def usage(user: User) -> Usage:
+    """The customer's balance and what they generated this period."""
+    period = current_period(user)
+    used, count = db.session.execute(
+        select(func.coalesce(func.sum(Generation.credits_charged), 0), func.count())
+        .select_from(Generation)
+        .where(
+            Generation.user_id == user.id,
+            Generation.status == "succeeded",
+            Generation.created_at >= period.start,
+            Generation.created_at < period.end,
+        )
+    ).one()
+    return Usage(
+        tier=tier_of(user),
+        balance=credits.current_balance(user.id),
+        credits_used=int(used),
+        generations=int(count),
+        period=period,
+    )
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    day: date
+    count: int
+    x: int
+    y: int
+    height: int
+
+
+@dataclass(frozen=True)
+class UsageChart:
+    bars: list[ChartBar]
+    width: int
+    height: int
+    bar_width: int
+    peak: int
+    total: int
+
+
+CHART_HEIGHT = 120
+CHART_BAR_WIDTH = 14
+CHART_GAP = 4
+CHART_MAX_DAYS = 31
+
+
+def usage_chart(user: User, period: Period, now: datetime | None = None) -> UsageChart:
+    """Generations per day this period, laid out as SVG bars (drawn by the template)."""
+    now = now or utcnow()
+    first_day = max(period.start, now - timedelta(days=CHART_MAX_DAYS - 1)).date()
+    last_day = min(period.end - timedelta(microseconds=1), now).date()
+    start = datetime.combine(first_day, datetime.min.time(), tzinfo=period.start.tzinfo)
+    # Only the timestamps, grouped in Python: the same on SQLite and PostgreSQL,
+    # and a period holds at most a month of one customer's generations.
+    stamps = db.session.execute(
+        select(Generation.created_at).where(
+            Generation.user_id == user.id,
+            Generation.status == "succeeded",
+            Generation.created_at >= start,
+        )
+    ).scalars()
+    per_day = Counter(stamp.date() for stamp in stamps)
+    days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
+    return layout_chart([(day, per_day.get(day, 0)) for day in days])
+
+
+def layout_chart(counts: list[tuple[date, int]]) -> UsageChart:
+    """Pure: place one bar per day, scaled to the busiest day."""
+    peak = max((count for _, count in counts), default=0)
+    bars = []
+    for index, (day, count) in enumerate(counts):
+        height = round(CHART_HEIGHT * count / peak) if peak else 0
+        bars.append(
+            ChartBar(
+                day=day,
+                count=count,
+                x=index * (CHART_BAR_WIDTH + CHART_GAP),
+                y=CHART_HEIGHT - height,
+                height=height,
+            )
+        )
+    width = max(1, len(counts) * (CHART_BAR_WIDTH + CHART_GAP))
+    total = sum(count for _, count in counts)
+    return UsageChart(bars, width, CHART_HEIGHT, CHART_BAR_WIDTH, peak, total)
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: list[LedgerEntry]
+    next_before: int | None  # the cursor for "load more", None on the last page
+
+
+def ledger_page(user_id: int, before: int | None = None, page: int = 1) -> LedgerPage:
+    """Twenty ledger entries, newest first, without counting the whole ledger.
+
+    It walks the (user_id, id) index backwards: `before` (the last id shown) is a
+    keyset cursor that stays fast however long the ledger is, and is what "load
+    more" sends; `page` is the plain offset form for links.
+    """
+    statement = (
+        select(LedgerEntry)
+        .where(LedgerEntry.user_id == user_id)
+        .order_by(LedgerEntry.id.desc())
+        .limit(LEDGER_PAGE_SIZE + 1)  # one extra row says whether another page exists
+    )
+    if before is not None:
+        statement = statement.where(LedgerEntry.id < before)
+    else:
+        statement = statement.offset((max(page, 1) - 1) * LEDGER_PAGE_SIZE)
+    rows = list(db.session.execute(statement).scalars())
+    entries = rows[:LEDGER_PAGE_SIZE]
+    has_more = len(rows) > LEDGER_PAGE_SIZE
+    return LedgerPage(entries, entries[-1].id if has_more else None)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    user: User
+    usage: Usage
+    lots: list[CreditLot]
+    next_expiry: datetime | None
+    subscription: Subscription | None
+    chart: UsageChart
+    ledger: LedgerPage
+    orders: list[Order]
+    generations: list[Generation]
+
+
+def dashboard(user: User) -> Dashboard:
+    """Everything the account page shows, after granting the month's free credits."""
+    touch_month(user)
+    current_usage = usage(user)
+    lots = credits.live_lots(user.id)
+    expiries = [lot.expires_at for lot in lots if lot.expires_at is not None]
+    return Dashboard(
+        user=user,
+        usage=current_usage,
+        lots=lots,
+        next_expiry=min(expiries, default=None),
+        subscription=current_subscription(user),
+        chart=usage_chart(user, current_usage.period),
+        ledger=ledger_page(user.id),
+        orders=recent_orders(user.id),
+        generations=recent_generations(user.id),
+    )
+
+
+def recent_orders(user_id: int) -> list[Order]:
+    return list(
+        db.session.execute(
+            select(Order)
+            .where(Order.user_id == user_id, Order.status != "pending")
+            .order_by(Order.id.desc())
+            .limit(RECENT_ORDERS)
+        ).scalars()
+    )
+
+
+def recent_generations(user_id: int) -> list[Generation]:
+    return list(
+        db.session.execute(
+            select(Generation)
+            .where(Generation.user_id == user_id)
+            .order_by(Generation.id.desc())
+            .limit(RECENT_GENERATIONS)
+        ).scalars()
+    )
+
+
+def order_for_receipt(user: User, order_id: int) -> Order | None:
+    """The customer's own order with a receipt; None for anyone else's (shown as 404)."""
+    order = db.session.get(Order, order_id)
+    if order is None or order.user_id != user.id or order.status not in RECEIPT_STATUSES:
+        return None
+    return order
+
+
+# --- subscription self-service ---------------------------------------------------------
+
+
+class SelfServiceError(Exception):
+    """The change could not be made; `message` is safe to show, `status` fits an answer."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def portal_url(user: User, return_url: str) -> str:
+    """A Stripe billing portal session for the customer (or raise SelfServiceError)."""
+    subscription = current_subscription(user)
+    customer_id = user.stripe_customer_id or (subscription and subscription.stripe_customer_id)
+    if not customer_id:
+        raise SelfServiceError(
+            "You have no billing account yet. It is created with your first purchase."
+        )
+    try:
+        session = current_gateway().create_portal_session(
+            customer_id=customer_id, return_url=return_url
+        )
+    except GatewayError as error:
+        raise SelfServiceError(error.message, status=502) from error
+    return session["url"]
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """What Stripe accepted, shown until its webhook confirms it."""
+
+    cancel_at_period_end: bool
+    period_end: datetime | None
+
+
+def set_cancel_at_period_end(user: User, cancel: bool) -> PendingChange:
+    """Ask Stripe to cancel at period end (or to resume); the webhook records the result.
+
+    Nothing is written here: the Subscription row changes only when Stripe's
+    customer.subscription.updated arrives, so the row always says what Stripe
+    says, and a failed call leaves everything as it was.
+    """
+    subscription = current_subscription(user)
+    if subscription is None:
+        raise SelfServiceError("You have no subscription to change.")
+    action = "cancel" if cancel else "resume"
+    # Setting a flag is idempotent in itself, so each press gets its own key:
+    # a fixed key would make Stripe replay an earlier answer for cancel, resume,
+    # cancel within 24 h. The client's own retries still reuse this one key.
+    idempotency_key = (
+        f"subscription-{subscription.stripe_subscription_id}-{action}-{uuid.uuid4().hex}"
+    )
+    try:
+        stripe_subscription = current_gateway().set_cancel_at_period_end(
+            subscription.stripe_subscription_id, cancel, idempotency_key=idempotency_key
+        )
+    except GatewayError as error:
+        log.warning(
+            "subscription %s failed id=%s error=%s",
+            action,
+            subscription.stripe_subscription_id,
+            error.message,
+        )
+        raise SelfServiceError(error.message, status=502) from error
+    log.info("subscription %s requested id=%s", action, subscription.stripe_subscription_id)
+    return PendingChange(
+        cancel_at_period_end=bool(stripe_subscription.get("cancel_at_period_end", cancel)),
+        period_end=_period_end(stripe_subscription) or subscription.current_period_end,
+    )
+
+
+def _period_end(stripe_subscription: dict) -> datetime | None:
+    """The period end from Stripe's object (on the items in recent API versions)."""
+    items = (stripe_subscription.get("items") or {}).get("data") or [{}]
+    timestamp = (
+        stripe_subscription.get("current_period_end")
+        or items[0].get("current_period_end")
+        or stripe_subscription.get("cancel_at")
+    )
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
