@@ -120,5 +120,4 @@ def register_template_context(app: Flask) -> None:
             "nav_balance": balance,
             "oob": False,
             "stripe_is_local": app.extensions["stripe_gateway"].is_local,
-            "url_names": app.view_functions.keys(),
         }
