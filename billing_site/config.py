@@ -84,7 +84,6 @@ def load_config() -> dict:
         "STRIPE_TIMEOUT_SECONDS": _int("STRIPE_TIMEOUT_SECONDS", 20),
         # The local Stripe stand-in's state (development only); empty means instance/.
         "LOCAL_STRIPE_STATE_FILE": os.environ.get("LOCAL_STRIPE_STATE_FILE", ""),
-        "CURRENCY": os.environ.get("CURRENCY", "usd").lower(),
         "CATALOG_FILE": os.environ.get("CATALOG_FILE", ""),
         "GENERATOR_URL": os.environ.get("GENERATOR_URL", ""),
         "GENERATOR_TIMEOUT_SECONDS": _int("GENERATOR_TIMEOUT_SECONDS", 30),

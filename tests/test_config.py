@@ -84,12 +84,10 @@ def test_a_hosting_platform_database_url_gets_the_psycopg_driver(clean_environme
 def test_settings_are_read_from_the_environment(clean_environment):
     clean_environment.setenv("LOGIN_RATE_LIMIT", "3 per minute")
     clean_environment.setenv("TRUSTED_PROXIES", "2")
-    clean_environment.setenv("CURRENCY", "EUR")
     clean_environment.setenv("SESSION_COOKIE_SECURE", "true")
 
     config = load_config()
 
     assert config["LOGIN_RATE_LIMIT"] == "3 per minute"
     assert config["TRUSTED_PROXIES"] == 2
-    assert config["CURRENCY"] == "eur"
     assert config["SESSION_COOKIE_SECURE"] is True
