@@ -13,11 +13,10 @@ import threading
 
 import flask_migrate
 import pytest
-from sqlalchemy import text
-from werkzeug.serving import make_server
-
 from flask import has_app_context
 from flask.testing import FlaskClient
+from sqlalchemy import text
+from werkzeug.serving import make_server
 
 from billing_site import create_app
 from billing_site.extensions import db as _db
@@ -198,6 +197,14 @@ def csrf_token_from(html: str) -> str:
     match = re.search(r'name="csrf-token" content="([^"]+)"', html)
     assert match, "page has no csrf-token meta tag"
     return match.group(1)
+
+
+def post_json(client, path: str, payload: dict, *, headers: dict | None = None, **kwargs):
+    """POST JSON as the site's own pages do: with a page's CSRF token in X-CSRFToken."""
+    token = csrf_token_from(client.get("/pricing").get_data(as_text=True))
+    return client.post(
+        path, json=payload, headers={"X-CSRFToken": token, **(headers or {})}, **kwargs
+    )
 
 
 class AuthActions:

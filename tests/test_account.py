@@ -9,6 +9,7 @@ from billing_site import credits
 from billing_site.account.services import LEDGER_PAGE_SIZE, layout_chart, next_month_start
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Generation, LedgerEntry, User, utcnow
+from tests.conftest import post_json
 from tests.factories import log_in, make_order, make_subscription, make_user
 
 
@@ -267,7 +268,7 @@ def test_someone_elses_receipt_is_not_found(app, client):
 def test_recent_generations_are_listed(app, client):
     user_id = arrange(app, balance=3, tier="basic")
     logged_in(client, app, user_id)
-    client.post("/api/v1/generations", json={"prompt": "a red kite", "model": "standard"})
+    post_json(client, "/api/v1/generations", {"prompt": "a red kite", "model": "standard"})
     html = dashboard(client)
     section = html[html.index('id="recent-generations"') :]
     assert "a red kite" in section
@@ -278,7 +279,7 @@ def test_usage_api_reports_tier_balance_and_use(app, client):
     user_id = arrange(app, balance=150, tier="basic")
     logged_in(client, app, user_id)
     for _ in range(2):
-        client.post("/api/v1/generations", json={"prompt": "a kite", "model": "hd"})
+        post_json(client, "/api/v1/generations", {"prompt": "a kite", "model": "hd"})
     body = client.get("/api/v1/account/usage").json
     assert set(body) == {
         "tier",

@@ -5,7 +5,7 @@ import time
 
 from billing_site.extensions import limiter
 from tests import servers
-from tests.conftest import csrf_token_from
+from tests.conftest import csrf_token_from, post_json
 from tests.factories import log_in, make_user
 
 API = "/api/v1/generations"
@@ -23,7 +23,7 @@ def generate(client, htmx=True, model="standard", prompt="a lighthouse"):
 
 
 def api_generate(client, **kwargs):
-    return client.post(API, json={"prompt": "a lighthouse", "model": "standard"}, **kwargs)
+    return post_json(client, API, {"prompt": "a lighthouse", "model": "standard"}, **kwargs)
 
 
 def test_three_free_generations_then_a_friendly_429(client):

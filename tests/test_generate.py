@@ -14,7 +14,7 @@ from billing_site import credits
 from billing_site.extensions import db
 from billing_site.generator import GeneratorError
 from billing_site.models import Generation, LedgerEntry, User
-from tests.conftest import csrf_token_from
+from tests.conftest import csrf_token_from, post_json
 from tests.factories import log_in, make_subscription, make_user
 
 
@@ -169,7 +169,7 @@ def test_invalid_input_is_422_with_the_message_beside_the_field(
     html = response.get_data(as_text=True)
     assert response.status_code == 422
     assert f'<p class="field-error" id="{field}-error">{message}</p>' in html
-    api = client.post("/api/v1/generations", json={"prompt": prompt, "model": model})
+    api = post_json(client, "/api/v1/generations", {"prompt": prompt, "model": model})
     assert api.status_code == 422
     assert api.json["error"] == "validation_failed"
     assert api.json["fields"] == {field: message}
@@ -181,8 +181,12 @@ def test_a_500_character_prompt_is_accepted(client):
 
 
 def test_api_rejects_a_body_that_is_not_json(client):
+    token = csrf_token_from(client.get("/generate").get_data(as_text=True))
     response = client.post(
-        "/api/v1/generations", data="prompt=a+cat&model=standard", content_type="text/plain"
+        "/api/v1/generations",
+        data="prompt=a+cat&model=standard",
+        content_type="text/plain",
+        headers={"X-CSRFToken": token},
     )
     assert response.status_code == 415
     assert response.json["error"] == "unsupported_media_type"
@@ -199,7 +203,7 @@ def test_html_form_without_csrf_token_is_refused(client):
 def test_api_generation_answers_201_with_the_image_and_balance(app, client):
     user_id = customer(app, balance=5, tier="basic")
     logged_in(client, app, user_id)
-    response = client.post("/api/v1/generations", json={"prompt": "a cat", "model": "hd"})
+    response = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "hd"})
     assert response.status_code == 201
     body = response.json
     assert set(body) == {"id", "model", "credits_charged", "balance", "image"}
@@ -218,7 +222,7 @@ def test_out_of_credits_is_402_with_a_link_to_pricing(app, client):
     assert response.status_code == 402
     assert "costs 2 credits and you have 1" in html
     assert 'href="/pricing"' in html and "See pricing" in html
-    api = client.post("/api/v1/generations", json={"prompt": "a cat", "model": "hd"})
+    api = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "hd"})
     assert api.status_code == 402
     assert api.json["error"] == "insufficient_credits"
     assert api.json["pricing_url"].endswith("/pricing")
@@ -233,7 +237,7 @@ def test_model_outside_the_tier_is_403_with_an_upgrade_link(app, client):
     html = response.get_data(as_text=True)
     assert response.status_code == 403
     assert "not in the Free plan" in html and "Upgrade your plan" in html
-    api = client.post("/api/v1/generations", json={"prompt": "a cat", "model": "pro"})
+    api = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "pro"})
     assert (api.status_code, api.json["error"]) == (403, "model_not_in_tier")
     assert balance_of(app, user_id) == 10  # the month's free credits, untouched
 
@@ -262,7 +266,7 @@ def test_negative_balance_after_a_clawback_blocks_generation(app, client):
 def test_premium_generates_without_a_debit(app, client):
     user_id = customer(app, tier="premium")
     logged_in(client, app, user_id)
-    response = client.post("/api/v1/generations", json={"prompt": "a cat", "model": "pro"})
+    response = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "pro"})
     assert response.status_code == 201
     assert (response.json["credits_charged"], response.json["balance"]) == (0, 0)
     assert ledger_of(app, user_id) == []
@@ -279,7 +283,7 @@ def test_premium_is_held_to_the_hourly_fair_use_limit(make_app):
     assert response.status_code == 429
     assert "fair-use limit" in response.get_data(as_text=True)
     assert response.headers["X-RateLimit-Limit"] == "2"
-    api = client.post("/api/v1/generations", json={"prompt": "a cat", "model": "standard"})
+    api = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "standard"})
     assert (api.status_code, api.json["error"]) == (429, "rate_limit_exceeded")
 
 
@@ -317,7 +321,7 @@ def test_generator_failure_through_the_api_is_a_plain_503(app, client):
     user_id = customer(app, balance=5, tier="basic")
     app.extensions["generator"] = FailingGenerator()
     logged_in(client, app, user_id)
-    response = client.post("/api/v1/generations", json={"prompt": "a cat", "model": "standard"})
+    response = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "standard"})
     assert response.status_code == 503
     assert response.json["error"] == "generation_failed"
     assert balance_of(app, user_id) == 5

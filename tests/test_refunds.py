@@ -23,6 +23,7 @@ from tests.admin_actions import (
     refund_callback,
     refund_form,
 )
+from tests.conftest import post_json
 from tests.stripe_events import make_event, post_event, stripe_object
 
 
@@ -335,8 +336,8 @@ def test_refunding_spent_credits_warns_first_and_then_blocks_generation(stripe_a
 
     customer = stripe_app.test_client()
     log_in_as(customer, customer_id)
-    response = customer.post(
-        "/api/v1/generations", json={"prompt": "a lighthouse", "model": "standard"}
+    response = post_json(
+        customer, "/api/v1/generations", {"prompt": "a lighthouse", "model": "standard"}
     )
     assert response.status_code == 402
     assert order_state(stripe_app, order_id)["balance"] == -90

@@ -25,7 +25,7 @@ from billing_site.account.services import tier_of, touch_month
 from billing_site.catalog import current_catalog
 from billing_site.client_identity import address_key, client_key
 from billing_site.errors import error_response
-from billing_site.extensions import csrf, limiter
+from billing_site.extensions import limiter
 from billing_site.generate import services
 from billing_site.generate.forms import PROMPT_MAX_LENGTH, GenerationInput, validate_generation
 from billing_site.htmx import render_page_or_fragment
@@ -234,9 +234,6 @@ def _model_choices() -> list[dict]:
 
 
 @bp.post("/api/v1/generations")
-# A JSON body cannot be posted cross-site without a CORS preflight, which this
-# site never grants; requiring application/json (below) is the CSRF defence here.
-@csrf.exempt
 @address_ceiling
 @anonymous_cap
 @fair_use
