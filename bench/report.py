@@ -1,0 +1,170 @@
+"""bench/RESULTS.md: every figure beside its floor, with the machine and the versions."""
+
+from pathlib import Path
+
+
+def write(path: Path, *, bench, machine, versions, settings, targets, elapsed, generated_at):
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` (`.venv/bin/python -m bench.run`) on "
+        f"{generated_at:%Y-%m-%d %H:%M} UTC in {elapsed:.0f} s. Do not edit: run it again.",
+        "",
+        "## Machine",
+        "",
+        f"- CPUs: {machine['cpus']} ({machine['cpu_model']})",
+        f"- memory: {machine['memory']}",
+        f"- kernel: {machine['kernel']}",
+        *[
+            f"- {name}: {value}"
+            for name, value in machine.items()
+            if name not in ("cpus", "cpu_model", "memory", "kernel")
+        ],
+        "",
+        "## Versions",
+        "",
+        *[f"- {name}: {version}" for name, version in versions.items()],
+        "",
+        "## Setup",
+        "",
+        *[f"- {name}: {value}" for name, value in settings.items()],
+        "",
+        "## Results",
+        "",
+        "Throughput is completed requests per second over the whole run; latency is",
+        "wrk's, from sending a request to its full response.",
+        "",
+        "| measurement | req/s | p50 ms | p99 ms | floor | floor req/s | floor p99 ms "
+        "| site/floor | target | result |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|---|",
+        *[_row(run) for run in bench.runs],
+        "",
+        *_notes(bench),
+        *_correctness(bench),
+        *_memory(bench),
+        *_statuses(bench),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _row(run) -> str:
+    if run.site is None:
+        return f"| {run.name} | | | | | | | | | {run.note} |"
+    site, floor = run.site, run.floor
+    ratio = f"{site.throughput / floor.throughput:.0%}" if floor and floor.throughput else ""
+    verdict = {True: "**pass**", False: "**FAIL**", None: "—"}[run.passed]
+    floor_cells = (
+        f"{run.floor_name} | {floor.throughput:,.0f} | {floor.p99_ms:.1f}" if floor else " | | "
+    )
+    return (
+        f"| {run.name} | {site.throughput:,.0f} | {site.p50_ms:.1f} | {site.p99_ms:.1f} "
+        f"| {floor_cells} | {ratio} | {run.target or '—'} | {verdict} |"
+    )
+
+
+def _notes(bench) -> list[str]:
+    notes = [f"- {run.name}: {run.note}" for run in bench.runs if run.note]
+    if bench.missing:
+        notes.append("- routes missing when this ran: " + ", ".join(bench.missing))
+    return ["### Notes", "", *notes, ""] if notes else []
+
+
+def _correctness(bench) -> list[str]:
+    lines = ["## Correctness after the load", ""]
+    if bench.checks:
+        lines += [
+            "Webhook ingest (every order is paid once and granted once):",
+            "",
+            "| check | found | expected | |",
+            "|---|---:|---:|---|",
+        ]
+        for name, (actual, expected) in bench.checks.items():
+            verdict = "ok" if actual == expected else "**WRONG**"
+            lines.append(f"| {name} | {actual:,} | {expected:,} | {verdict} |")
+        lines.append("")
+    else:
+        lines += ["Webhook ingest: not measured, so not checked.", ""]
+    if bench.spending:
+        overspent = [row for row in bench.spending if row["overspent"]]
+        crooked = [row for row in bench.spending if not row["books_straight"]]
+        lines += [
+            "Generations (no customer spends more than they had; balance column == live lots"
+            " == last balance_after == sum of deltas):",
+            "",
+            "| customer | starting credits | generations succeeded | balance after | books |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for row in bench.spending:
+            verdict = "straight" if row["books_straight"] and not row["overspent"] else "**WRONG**"
+            lines.append(
+                f"| {row['customer']} | {row['start']:,} | {row['succeeded']:,} "
+                f"| {row['balance']:,} | {verdict} |"
+            )
+        lines += [
+            "",
+            f"Overspent customers: {len(overspent)}; customers whose books disagree: "
+            f"{len(crooked)}.",
+            "",
+        ]
+    else:
+        lines += ["Generations: not measured, so not checked.", ""]
+    return lines
+
+
+def _memory(bench) -> list[str]:
+    lines = [
+        "## Memory per worker",
+        "",
+        "Peak resident set size (VmRSS from /proc, sampled every 0.5 s) of each gunicorn worker.",
+        "",
+        "| server | worker | peak RSS MiB |",
+        "|---|---|---:|",
+    ]
+    for server, peaks in bench.memory.items():
+        for number, (_pid, rss) in enumerate(sorted(peaks.items()), start=1):
+            lines.append(f"| {server} | {number} | {rss / 1024:.1f} |")
+    return [*lines, ""]
+
+
+def _statuses(bench) -> list[str]:
+    lines = [
+        "## Responses by status",
+        "",
+        "| measurement | statuses | socket errors |",
+        "|---|---|---|",
+    ]
+    seen = set()
+    for run in bench.runs:
+        for name, result in ((run.name, run.site), (run.floor_name, run.floor)):
+            if result is None or id(result) in seen:
+                continue
+            seen.add(id(result))
+            statuses = ", ".join(
+                f"{code}: {count:,}" for code, count in sorted(result.statuses.items())
+            )
+            lines.append(f"| {name} | {statuses} | {result.socket_errors} |")
+    return [*lines, ""]
+
+
+def summary(bench) -> str:
+    lines = []
+    for run in bench.runs:
+        if run.site is None:
+            lines.append(f"  {run.name}: {run.note}")
+            continue
+        verdict = {True: "pass", False: "FAIL", None: "-"}[run.passed]
+        floor = f" (floor {run.floor.throughput:,.0f} req/s)" if run.floor else ""
+        lines.append(
+            f"  {run.name}: {run.site.throughput:,.0f} req/s, p50 {run.site.p50_ms:.1f} ms,"
+            f" p99 {run.site.p99_ms:.1f} ms{floor} [{verdict}]"
+        )
+    for name, (actual, expected) in bench.checks.items():
+        lines.append(f"  check {name}: {actual} (expected {expected})")
+    if bench.spending:
+        bad = [
+            row["customer"]
+            for row in bench.spending
+            if row["overspent"] or not row["books_straight"]
+        ]
+        lines.append(f"  generations: overspent or crooked books: {bad or 'none'}")
+    return "\n".join(lines)

@@ -1,0 +1,519 @@
+"""`make bench`: the site under load beside its floors, written to bench/RESULTS.md.
+
+Starts a throwaway PostgreSQL and Redis (tests/servers.py), migrates the schema,
+seeds customers, orders and histories, then serves first the floors
+(bench/floor_app.py) and then the site (wsgi:app) with the same gunicorn
+command, and drives each with wrk (bench/replay.lua). Afterwards it checks the
+books: every webhook-paid order granted exactly once, no customer overspent.
+
+Exit status: 0 when the run completed and the books are straight (targets missed
+are reported in RESULTS.md, not failed on), 1 when a correctness check failed,
+2 when a tool is missing. Knobs (environment): BENCH_WORKERS (4),
+BENCH_WORKER_CLASS (sync), BENCH_THREADS (gthread only, 4), BENCH_SECONDS (10),
+BENCH_EVENTS (10000).
+"""
+
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+from sqlalchemy import create_engine, text
+
+from bench import load, report, seed
+from bench.stack import PROJECT_ROOT, Gunicorn, machine_description, tool_version
+from tests import servers
+
+WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "sync")
+THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP_SECONDS = 2
+INGEST_EVENTS = int(os.environ.get("BENCH_EVENTS", "10000"))
+REPEATED_SHARE = 0.2
+HISTORY_ENTRIES = (10, 100_000)
+GENERATION_CUSTOMERS = {"rich": (6, 5_000), "poor": (6, 15)}  # count, starting credits
+PARALLEL_PER_CUSTOMER = 4
+CONNECTIONS = {"page": 16, "webhook": 8, "generation": 32}
+WEBHOOK_SECRET = "whsec_bench_secret"
+HOST = "127.0.0.1"
+
+TARGETS = {
+    "webhook_share_of_floor": 0.60,
+    "webhook_p99_ms": 100.0,
+    "pricing_share_of_floor": 0.70,
+    "history_slowdown": 1.5,
+}
+
+
+@dataclass
+class Run:
+    """One wrk run beside its floor, with the target it is judged by."""
+
+    name: str
+    site: load.LoadResult | None
+    floor: load.LoadResult | None = None
+    floor_name: str = ""
+    target: str = ""
+    passed: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    workdir: Path
+    runs: list[Run] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
+    spending: list = field(default_factory=list)
+    memory: dict = field(default_factory=dict)
+    missing: list = field(default_factory=list)
+    log: object = None
+
+    def say(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main() -> int:
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    try:
+        load.require_wrk()
+    except load.WrkMissing as error:
+        print(error, file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="billing-bench-"))
+    bench = Bench(workdir=workdir, log=(workdir / "wrk.log").open("w"))
+    try:
+        postgres, redis_server = servers.start_postgres(), servers.start_redis()
+    except servers.ServerUnavailable as error:
+        print(f"{error}; the benchmark needs it.", file=sys.stderr)
+        return 2
+    try:
+        env = site_environment(postgres.url, redis_server.url)
+        os.environ.update(env)  # the in-process app (migrate, seed, checks) reads the same
+        ok = run_everything(bench, env, postgres.url)
+    finally:
+        postgres.stop()
+        redis_server.stop()
+    elapsed = time.monotonic() - started
+    versions = collect_versions()
+    machine = machine_description()
+    machine["load average (1 min) before / after"] = (
+        f"{load_before[0]:.2f} / {os.getloadavg()[0]:.2f}"
+        " (anything else running on the machine shares its CPUs with the benchmark)"
+    )
+    report.write(
+        PROJECT_ROOT / "bench" / "RESULTS.md",
+        bench=bench,
+        machine=machine,
+        versions=versions,
+        settings=settings_description(),
+        targets=TARGETS,
+        elapsed=elapsed,
+        generated_at=datetime.now(UTC),
+    )
+    bench.say(f"done in {elapsed:.0f} s; wrote bench/RESULTS.md")
+    print(report.summary(bench), flush=True)
+    bench.log.close()
+    shutil.rmtree(workdir, ignore_errors=True) if ok else bench.say(f"logs kept in {workdir}")
+    return 0 if ok else 1
+
+
+def site_environment(database_url: str, storage_url: str) -> dict:
+    return {
+        "APP_ENV": "bench",
+        "DATABASE_URL": database_url,
+        "FLOOR_DATABASE_URL": database_url,
+        "RATELIMIT_STORAGE_URI": storage_url,
+        "SECRET_KEY": "bench-secret-key-not-for-production",
+        "STRIPE_SECRET_KEY": "",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # Logging the benchmark's customers in is setup, not a brute-force attack.
+        "LOGIN_RATE_LIMIT": "1000000 per minute",
+    }
+
+
+def run_everything(bench: Bench, env: dict, database_url: str) -> bool:
+    import flask_migrate
+
+    from billing_site import create_app
+    from billing_site.extensions import db
+
+    app = create_app()
+    with app.app_context():
+        bench.say("migrating the schema")
+        flask_migrate.upgrade()
+        bench.say("seeding customers, histories and pending orders")
+        fixtures = seed_everything()
+        db.session.remove()
+    create_floor_table(database_url)
+
+    # Both servers run side by side and each figure is taken right after its
+    # floor's, so a change in the machine's load hits both alike.
+    floor = gunicorn("bench.floor_app:app", env, bench.workdir / "floor.log")
+    site = gunicorn("wsgi:app", env, bench.workdir / "site.log")
+    try:
+        floor.start("/page")
+        site.start("/healthz")
+        measure_everything(bench, floor.url, site.url, fixtures)
+    finally:
+        for name, server in (("floor (bench.floor_app)", floor), ("site (wsgi:app)", site)):
+            server.stop()
+            bench.memory[name] = server.peak_rss_kib
+
+    with app.app_context():
+        if "ingest" in fixtures["measured"]:
+            bench.checks = seed.ingest_outcome(len(fixtures["orders"]), seed.INGEST_PACK["credits"])
+        if "generation" in fixtures["measured"]:
+            bench.spending = seed.spending_outcome(fixtures["spenders"])
+        db.session.remove()
+        db.engine.dispose()
+    books_straight = all(actual == expected for actual, expected in bench.checks.values())
+    no_overspend = all(row["books_straight"] and not row["overspent"] for row in bench.spending)
+    return books_straight and no_overspend
+
+
+def gunicorn(app_spec: str, env: dict, log_path: Path) -> Gunicorn:
+    return Gunicorn(
+        app_spec,
+        servers.free_port(),
+        {**os.environ, **env},
+        workers=WORKERS,
+        worker_class=WORKER_CLASS,
+        threads=THREADS,
+        log_path=log_path,
+    )
+
+
+def seed_everything() -> dict:
+    history = {}
+    for entries in HISTORY_ENTRIES:
+        customer = seed.create_customer(
+            f"history{entries}@bench.example", entries * 2, note="bench history"
+        )
+        seed.add_history(customer, entries)
+        history[entries] = customer
+    spenders = []
+    for kind, (count, starting) in GENERATION_CUSTOMERS.items():
+        for number in range(count):
+            spenders.append(
+                seed.create_customer(
+                    f"{kind}{number}@bench.example", starting, note="bench generations"
+                )
+            )
+    orders = seed.create_pending_orders(INGEST_EVENTS)
+    return {"history": history, "spenders": spenders, "orders": orders, "measured": set()}
+
+
+def create_floor_table(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS floor_events ("
+                " id serial PRIMARY KEY, event_id varchar(255) NOT NULL,"
+                " received_at timestamptz NOT NULL DEFAULT now())"
+            )
+        )
+    engine.dispose()
+
+
+# --- the measurements -------------------------------------------------------------------
+
+
+def measure_page(bench: Bench, base_url: str, path: str, headers: dict) -> load.LoadResult:
+    """GET `path` for SECONDS after a short warm-up, with `headers` (a session cookie)."""
+    host = base_url.removeprefix("http://")
+    request_file = load.write_requests(
+        bench.workdir / "page.req", [load.HttpRequest("GET", path, headers)], host
+    )
+    connections = CONNECTIONS["page"]
+    load.run_wrk(base_url, request_file, connections=connections, seconds=WARMUP_SECONDS)
+    bench.say(f"GET {base_url}{path}: {SECONDS} s at {connections} connections")
+    result = load.run_wrk(
+        base_url, request_file, connections=connections, seconds=SECONDS, log=bench.log
+    )
+    wait_until_idle(base_url)
+    return result
+
+
+def wait_until_idle(base_url: str) -> None:
+    """Let the requests wrk left queued drain, so they do not weigh on the next run."""
+    requests.get(base_url + "/", timeout=300)
+
+
+def ingest_deliveries(orders: list[dict]) -> list[str]:
+    """Every order's checkout.session.completed once, plus 20% redelivered, shuffled."""
+    payloads = [seed.checkout_completed_event(order) for order in orders]
+    deliveries = payloads + random.Random(6).sample(payloads, int(len(payloads) * REPEATED_SHARE))
+    random.Random(7).shuffle(deliveries)
+    return deliveries
+
+
+def measure_ingest(bench: Bench, base_url: str, path: str, deliveries: list[str]):
+    host = base_url.removeprefix("http://")
+    # Signed right before sending: the webhook rejects signatures older than 300 s.
+    request_file = load.write_requests(
+        bench.workdir / "webhook.req",
+        [
+            load.HttpRequest(
+                "POST", path, seed.signed_headers(payload, WEBHOOK_SECRET), payload.encode()
+            )
+            for payload in deliveries
+        ],
+        host,
+    )
+    connections = CONNECTIONS["webhook"]
+    bench.say(f"POST {base_url}{path}: {len(deliveries):,} deliveries at {connections} connections")
+    result = load.run_wrk(
+        base_url,
+        request_file,
+        connections=connections,
+        seconds=240,
+        stop_after=len(deliveries),
+        log=bench.log,
+    )
+    wait_until_idle(base_url)
+    return result
+
+
+def measure_everything(bench: Bench, floor_url: str, site_url: str, fixtures: dict) -> None:
+    floor_page = measure_page(bench, floor_url, "/page", {})
+    pricing = measure_page(bench, site_url, "/pricing", {})
+    bench.runs.append(
+        judged_share(
+            "pricing page (GET /pricing)", pricing, floor_page, "page floor",
+            TARGETS["pricing_share_of_floor"],
+        )
+    )  # fmt: skip
+    measure_accounts(bench, site_url, fixtures, floor_page)
+    measure_webhook(bench, floor_url, site_url, fixtures)
+    measure_generations(bench, site_url, fixtures)
+
+
+def measure_accounts(bench, base_url, fixtures, floor_page) -> None:
+    light, heavy = (fixtures["history"][entries] for entries in HISTORY_ENTRIES)
+    sessions = {
+        entries: log_in(base_url, fixtures["history"][entries].email) for entries in HISTORY_ENTRIES
+    }
+    if any(session is None for session in sessions.values()):
+        return not_measured(bench, "account page", "logging in failed (POST /auth/login)")
+    if route_missing(base_url, "GET", "/account", sessions[HISTORY_ENTRIES[0]]):
+        bench.missing.append("GET /account")
+        return not_measured(bench, "account page (GET /account)", "route missing")
+    results = {}
+    for entries in HISTORY_ENTRIES:
+        results[entries] = measure_page(bench, base_url, "/account", sessions[entries].headers())
+    few, many = (results[entries] for entries in HISTORY_ENTRIES)
+    bench.runs.append(
+        Run(
+            f"account page, customer with {HISTORY_ENTRIES[0]} ledger entries",
+            few, floor_page, "page floor", note="no target; beside the page floor",
+        )
+    )  # fmt: skip
+    slowdown = few.throughput / many.throughput if many.throughput else float("inf")
+    bench.runs.append(
+        Run(
+            f"account page, customer with {HISTORY_ENTRIES[1]:,} ledger entries",
+            many, few, f"the {HISTORY_ENTRIES[0]}-entry account page",
+            target=f"within {TARGETS['history_slowdown']}x of the {HISTORY_ENTRIES[0]}-entry page",
+            passed=slowdown <= TARGETS["history_slowdown"],
+            note=f"{slowdown:.2f}x slower by throughput",
+        )
+    )  # fmt: skip
+    fixtures["measured"].add("account")
+
+
+def measure_webhook(bench, floor_url, site_url, fixtures) -> None:
+    probe = requests.post(site_url + "/stripe/webhook", data=b"{}", timeout=60)
+    if probe.status_code in (404, 405):
+        bench.missing.append("POST /stripe/webhook")
+        return not_measured(bench, "webhook ingest (POST /stripe/webhook)", "route missing")
+    deliveries = ingest_deliveries(fixtures["orders"])
+    floor_webhook = measure_ingest(bench, floor_url, "/webhook", deliveries)
+    fixtures["floor_webhook"] = floor_webhook
+    result = measure_ingest(bench, site_url, "/stripe/webhook", deliveries)
+    fixtures["measured"].add("ingest")
+    run = judged_share(
+        "webhook ingest (POST /stripe/webhook)", result, floor_webhook, "webhook floor",
+        TARGETS["webhook_share_of_floor"],
+    )  # fmt: skip
+    fast_enough = result.p99_ms < TARGETS["webhook_p99_ms"]
+    run.target += f"; p99 < {TARGETS['webhook_p99_ms']:.0f} ms"
+    run.passed = run.passed and fast_enough
+    run.note += f" p99 {result.p99_ms:.0f} ms: {'under' if fast_enough else 'over'} 100 ms."
+    answered = result.count(200)
+    run.note = f"{answered:,} of {result.requests:,} deliveries answered 200. " + run.note
+    if result.count(400):
+        run.note += (
+            f" {result.count(400):,} rejected with 400: signatures go stale after 300 s,"
+            " so a site this slow cannot take the whole batch in time."
+        )
+    bench.runs.append(run)
+
+
+def measure_generations(bench, base_url, fixtures) -> None:
+    spenders = fixtures["spenders"]
+    sessions = [log_in(base_url, customer.email) for customer in spenders]
+    if any(session is None for session in sessions):
+        return not_measured(bench, "generations", "logging in failed (POST /auth/login)")
+    probe = requests.post(
+        base_url + "/api/v1/generations",
+        data=b"{}",
+        headers={**sessions[0].headers(), "Content-Type": "application/json"},
+        timeout=60,
+    )
+    if probe.status_code in (404, 405):
+        bench.missing.append("POST /api/v1/generations")
+        return not_measured(bench, "generations (POST /api/v1/generations)", "route missing")
+    host = base_url.removeprefix("http://")
+    # Consecutive requests go to one customer, so several of that customer's
+    # requests are in flight at once and contend for the same balance.
+    generation_requests = []
+    for number in range(len(spenders) * PARALLEL_PER_CUSTOMER * 50):
+        session = sessions[(number // PARALLEL_PER_CUSTOMER) % len(spenders)]
+        body = f'{{"prompt": "a lighthouse at dusk, take {number}", "model": "standard"}}'
+        generation_requests.append(
+            load.HttpRequest(
+                "POST",
+                "/api/v1/generations",
+                {**session.headers(), "Content-Type": "application/json"},
+                body.encode(),
+            )
+        )
+    request_file = load.write_requests(bench.workdir / "generate.req", generation_requests, host)
+    connections = CONNECTIONS["generation"]
+    bench.say(f"POST /api/v1/generations: {SECONDS} s at {connections} connections")
+    result = load.run_wrk(
+        base_url, request_file, connections=connections, seconds=SECONDS, log=bench.log
+    )
+    wait_until_idle(base_url)
+    fixtures["measured"].add("generation")
+    created, refused = result.count(200, 201), result.count(402)
+    bench.runs.append(
+        Run(
+            f"generations, {len(spenders)} customers x {PARALLEL_PER_CUSTOMER} parallel",
+            result, fixtures.get("floor_webhook"), "webhook floor (one verified insert)",
+            note=f"{created:,} generated ({created / result.seconds:.0f}/s), "
+            f"{refused:,} refused for want of credits (402); no target",
+        )
+    )  # fmt: skip
+
+
+def judged_share(name, site, floor, floor_name, share) -> Run:
+    ratio = site.throughput / floor.throughput if floor.throughput else 0.0
+    return Run(
+        name, site, floor, floor_name,
+        target=f"throughput >= {share:.0%} of the floor",
+        passed=ratio >= share,
+        note=f"{ratio:.0%} of the floor.",
+    )  # fmt: skip
+
+
+def not_measured(bench: Bench, name: str, reason: str) -> None:
+    bench.say(f"{name}: not measured: {reason}")
+    bench.runs.append(Run(name, None, note=f"not measured: {reason}"))
+
+
+# --- logging in -------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    cookie: str
+    csrf_token: str
+
+    def headers(self) -> dict:
+        return {"Cookie": self.cookie, "X-CSRFToken": self.csrf_token}
+
+
+CSRF_META = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+def log_in(base_url: str, email: str) -> Session | None:
+    """Log in through the real form; the session cookie and the page's CSRF token."""
+    browser = requests.Session()
+    page = browser.get(base_url + "/auth/login", timeout=10)
+    token = CSRF_META.search(page.text)
+    if page.status_code != 200 or token is None:
+        return None
+    answer = browser.post(
+        base_url + "/auth/login",
+        data={"email": email, "password": seed.BENCH_PASSWORD, "csrf_token": token.group(1)},
+        allow_redirects=False,
+        timeout=10,
+    )
+    if answer.status_code not in (302, 303):
+        return None
+    token = CSRF_META.search(browser.get(base_url + "/pricing", timeout=10).text)
+    cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+    return Session(cookie, token.group(1)) if token else None
+
+
+def route_missing(base_url: str, method: str, path: str, session: Session) -> bool:
+    answer = requests.request(
+        method, base_url + path, headers=session.headers(), allow_redirects=False, timeout=10
+    )
+    return answer.status_code in (404, 405)
+
+
+# --- the report's context ----------------------------------------------------------------
+
+
+def collect_versions() -> dict:
+    from importlib.metadata import version
+
+    import gunicorn
+    import sqlalchemy
+    import stripe
+
+    bin_dir = servers.postgres_bin_dir()
+    return {
+        "Python": sys.version.split()[0],
+        "PostgreSQL": tool_version([str(bin_dir / "postgres"), "--version"]) if bin_dir else "?",
+        "Redis": tool_version(["redis-server", "--version"]),
+        "gunicorn": gunicorn.__version__,
+        "wrk": tool_version(["wrk", "-v"]),
+        "Flask": version("flask"),
+        "SQLAlchemy": sqlalchemy.__version__,
+        "psycopg": version("psycopg"),
+        "stripe-python": stripe.VERSION,
+        "site commit": tool_version(
+            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty"]
+        ),
+    }
+
+
+def settings_description() -> dict:
+    worker = f"{WORKERS} {WORKER_CLASS} workers"
+    if WORKER_CLASS == "gthread":
+        worker += f" x {THREADS} threads"
+    return {
+        "server": f"gunicorn, {worker}, on 127.0.0.1 (the same command for the site and the floors)",
+        "database": "PostgreSQL on 127.0.0.1, fsync=off, synchronous_commit=off (tests/servers.py)",
+        "rate-limit storage": "Redis on 127.0.0.1",
+        "load generator": f"wrk, {load.WRK_THREADS} thread, bench/replay.lua",
+        "pages": f"{CONNECTIONS['page']} connections, {WARMUP_SECONDS} s warm-up then {SECONDS} s",
+        "webhook": (
+            f"{INGEST_EVENTS:,} distinct checkout.session.completed events plus "
+            f"{REPEATED_SHARE:.0%} redelivered, shuffled, at {CONNECTIONS['webhook']} connections"
+        ),
+        "generations": (
+            f"{CONNECTIONS['generation']} connections for {SECONDS} s; customers: "
+            + ", ".join(
+                f"{count} starting with {credits:,} credits"
+                for count, credits in GENERATION_CUSTOMERS.values()
+            )
+        ),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
