@@ -6,11 +6,10 @@ customer pay for"; other blueprints import them from here.
 
 import logging
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Date, cast, func, select
 
 from billing_site import credits
 from billing_site.catalog import Tier, current_catalog
@@ -216,18 +215,32 @@ def usage_chart(user: User, period: Period, now: datetime | None = None) -> Usag
     first_day = max(period.start, now - timedelta(days=CHART_MAX_DAYS - 1)).date()
     last_day = min(period.end - timedelta(microseconds=1), now).date()
     start = datetime.combine(first_day, datetime.min.time(), tzinfo=period.start.tzinfo)
-    # Only the timestamps, grouped in Python: the same on SQLite and PostgreSQL,
-    # and a period holds at most a month of one customer's generations.
-    stamps = db.session.execute(
-        select(Generation.created_at).where(
+    # Counted per day in the database: a heavy customer makes thousands of
+    # generations a month, and only the daily totals are drawn.
+    day = _utc_day(Generation.created_at)
+    rows = db.session.execute(
+        select(day, func.count())
+        .where(
             Generation.user_id == user.id,
             Generation.status == "succeeded",
             Generation.created_at >= start,
         )
-    ).scalars()
-    per_day = Counter(stamp.date() for stamp in stamps)
+        .group_by(day)
+    ).all()
+    per_day = {_as_date(value): count for value, count in rows}
     days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
     return layout_chart([(day, per_day.get(day, 0)) for day in days])
+
+
+def _utc_day(column):
+    """The UTC calendar day of a timestamp column, on PostgreSQL and SQLite alike."""
+    if db.engine.dialect.name == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)  # SQLite keeps the UTC time as text
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
 
 
 def layout_chart(counts: list[tuple[date, int]]) -> UsageChart:
@@ -327,7 +340,8 @@ def recent_generations(user_id: int) -> list[Generation]:
         db.session.execute(
             select(Generation)
             .where(Generation.user_id == user_id)
-            .order_by(Generation.id.desc())
+            # created_at, not id: it walks the (user_id, created_at) index.
+            .order_by(Generation.created_at.desc(), Generation.id.desc())
             .limit(RECENT_GENERATIONS)
         ).scalars()
     )
