@@ -30,7 +30,10 @@ test: $(VENV)/.dev-installed
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+## Benchmarks (not part of test): needs wrk, installed here when we are root with apt
 bench: $(VENV)/.dev-installed
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -qq wrk >/dev/null; } || echo "make bench needs wrk: apt-get install wrk"
 	$(PYTHON) -m bench.run
 
 clean:
