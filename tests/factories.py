@@ -88,3 +88,27 @@ def make_paid_order(user: User, item_id: str = "pro", **fields) -> Order:
     grant_pack_credits(order)
     db.session.commit()
     return order
+
+
+def make_customer(
+    app, balance: int = 0, tier: str | None = None, status: str = "active", **subscription
+) -> int:
+    """A committed customer's id, with `balance` admin-granted credits and optionally a plan."""
+    from billing_site import credits
+
+    with app.app_context():
+        user = make_user()
+        if tier:
+            make_subscription(user, tier=tier, status=status, **subscription)
+        if balance:
+            credits.grant(
+                user.id, balance, source="admin", source_ref=f"test-{user.id}", expires_at=None
+            )
+            db.session.commit()
+        return user.id
+
+
+def logged_in(client, app, user_id: int) -> None:
+    """Log `client` in as the user with `user_id` (outside any app context)."""
+    with app.app_context():
+        log_in(client, db.session.get(User, user_id))

@@ -10,25 +10,12 @@ from billing_site.account.services import LEDGER_PAGE_SIZE, layout_chart, next_m
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Generation, LedgerEntry, User, utcnow
 from tests.conftest import post_json
-from tests.factories import log_in, make_order, make_subscription, make_user
-
-
-def arrange(app, balance=0, tier=None, status="active", **subscription):
-    with app.app_context():
-        user = make_user()
-        if tier:
-            make_subscription(user, tier=tier, status=status, **subscription)
-        if balance:
-            credits.grant(
-                user.id, balance, source="admin", source_ref=f"test-{user.id}", expires_at=None
-            )
-            db.session.commit()
-        return user.id
-
-
-def logged_in(client, app, user_id):
-    with app.app_context():
-        log_in(client, db.session.get(User, user_id))
+from tests.factories import (
+    logged_in,
+    make_customer,
+    make_order,
+    make_user,
+)
 
 
 def dashboard(client):
@@ -44,7 +31,7 @@ def test_dashboard_asks_visitors_to_log_in(client):
 
 
 def test_free_customer_sees_ten_monthly_credits_expiring_at_month_end(app, client):
-    user_id = arrange(app)
+    user_id = make_customer(app)
     logged_in(client, app, user_id)
     html = dashboard(client)
     dashboard(client)  # a second visit grants nothing more
@@ -60,7 +47,7 @@ def test_free_customer_sees_ten_monthly_credits_expiring_at_month_end(app, clien
 
 def test_subscriber_sees_tier_status_and_renewal_date(app, client):
     period_end = utcnow() + timedelta(days=20)
-    user_id = arrange(app, balance=50, tier="basic", current_period_end=period_end)
+    user_id = make_customer(app, balance=50, tier="basic", current_period_end=period_end)
     logged_in(client, app, user_id)
     html = dashboard(client)
     assert "<strong>Basic</strong>" in html
@@ -71,13 +58,15 @@ def test_subscriber_sees_tier_status_and_renewal_date(app, client):
 
 def test_pending_cancellation_shows_the_date_it_ends(app, client):
     period_end = utcnow() + timedelta(days=9)
-    user_id = arrange(app, tier="basic", current_period_end=period_end, cancel_at_period_end=True)
+    user_id = make_customer(
+        app, tier="basic", current_period_end=period_end, cancel_at_period_end=True
+    )
     logged_in(client, app, user_id)
     assert f"Cancels on {period_end:%-d %B %Y}." in dashboard(client)
 
 
 def test_past_due_subscription_shows_a_banner_with_the_portal_button(app, client):
-    user_id = arrange(app, tier="basic", status="past_due")
+    user_id = make_customer(app, tier="basic", status="past_due")
     logged_in(client, app, user_id)
     html = dashboard(client)
     banner = html[html.index('id="past-due-banner"') :]
@@ -87,13 +76,13 @@ def test_past_due_subscription_shows_a_banner_with_the_portal_button(app, client
 
 
 def test_no_banner_while_payments_succeed(app, client):
-    user_id = arrange(app, tier="basic")
+    user_id = make_customer(app, tier="basic")
     logged_in(client, app, user_id)
     assert "past-due-banner" not in dashboard(client)
 
 
 def test_usage_chart_is_a_server_rendered_svg_of_generations_per_day(app, client):
-    user_id = arrange(app, balance=20, tier="basic")
+    user_id = make_customer(app, balance=20, tier="basic")
     with app.app_context():
         now = utcnow()
         for days_ago, count in ((0, 3), (1, 1)):
@@ -131,7 +120,7 @@ def test_chart_scales_bars_to_the_busiest_day():
 
 
 def test_dashboard_has_no_inline_script_or_style(app, client):
-    user_id = arrange(app, balance=5, tier="basic")
+    user_id = make_customer(app, balance=5, tier="basic")
     logged_in(client, app, user_id)
     html = dashboard(client)
     assert "style=" not in html
@@ -161,7 +150,7 @@ def ledger_balances(html: str) -> list[int]:
 
 
 def test_ledger_loads_more_with_htmx_twenty_at_a_time(app, client):
-    user_id = arrange(app, tier="basic")
+    user_id = make_customer(app, tier="basic")
     with app.app_context():
         add_ledger_entries(user_id, 45)
     logged_in(client, app, user_id)
@@ -184,7 +173,7 @@ def test_ledger_loads_more_with_htmx_twenty_at_a_time(app, client):
 
 
 def test_ledger_page_number_without_htmx_is_a_whole_page(app, client):
-    user_id = arrange(app, tier="basic")
+    user_id = make_customer(app, tier="basic")
     with app.app_context():
         add_ledger_entries(user_id, 25)
     logged_in(client, app, user_id)
@@ -195,7 +184,7 @@ def test_ledger_page_number_without_htmx_is_a_whole_page(app, client):
 
 
 def test_ledger_stays_on_the_index_with_100000_entries(app, client):
-    user_id = arrange(app, tier="basic")
+    user_id = make_customer(app, tier="basic")
     with app.app_context():
         add_ledger_entries(user_id, 100_000)
         other = make_user()
@@ -232,7 +221,7 @@ def test_ledger_stays_on_the_index_with_100000_entries(app, client):
 
 
 def test_orders_show_status_pills_and_receipt_links(app, client):
-    user_id = arrange(app, tier="basic")
+    user_id = make_customer(app, tier="basic")
     with app.app_context():
         user = db.session.get(User, user_id)
         paid = make_order(user, "pro", status="paid", paid_at=utcnow())
@@ -256,17 +245,17 @@ def test_orders_show_status_pills_and_receipt_links(app, client):
 
 
 def test_someone_elses_receipt_is_not_found(app, client):
-    owner_id = arrange(app)
+    owner_id = make_customer(app)
     with app.app_context():
         order_id = make_order(db.session.get(User, owner_id), status="paid").id
-    snooper_id = arrange(app)
+    snooper_id = make_customer(app)
     logged_in(client, app, snooper_id)
     assert client.get(f"/account/orders/{order_id}/receipt").status_code == 404
     assert client.get("/account/orders/999999/receipt").status_code == 404
 
 
 def test_recent_generations_are_listed(app, client):
-    user_id = arrange(app, balance=3, tier="basic")
+    user_id = make_customer(app, balance=3, tier="basic")
     logged_in(client, app, user_id)
     post_json(client, "/api/v1/generations", {"prompt": "a red kite", "model": "standard"})
     html = dashboard(client)
@@ -276,7 +265,7 @@ def test_recent_generations_are_listed(app, client):
 
 
 def test_usage_api_reports_tier_balance_and_use(app, client):
-    user_id = arrange(app, balance=150, tier="basic")
+    user_id = make_customer(app, balance=150, tier="basic")
     logged_in(client, app, user_id)
     for _ in range(2):
         post_json(client, "/api/v1/generations", {"prompt": "a kite", "model": "hd"})
@@ -303,14 +292,14 @@ def test_usage_api_reports_tier_balance_and_use(app, client):
 
 
 def test_usage_api_for_an_empty_balance_says_a_purchase_is_required(app, client):
-    user_id = arrange(app, tier="basic")
+    user_id = make_customer(app, tier="basic")
     logged_in(client, app, user_id)
     body = client.get("/api/v1/account/usage").json
     assert (body["balance"], body["has_credit"], body["purchase_required"]) == (0, False, True)
 
 
 def test_usage_api_for_premium_is_unlimited(app, client):
-    user_id = arrange(app, tier="premium")
+    user_id = make_customer(app, tier="premium")
     logged_in(client, app, user_id)
     body = client.get("/api/v1/account/usage").json
     assert (body["is_unlimited"], body["credits_per_month"], body["has_credit"]) == (

@@ -13,28 +13,9 @@ from sqlalchemy import select
 from billing_site import credits
 from billing_site.extensions import db
 from billing_site.generator import GeneratorError
-from billing_site.models import Generation, LedgerEntry, User
+from billing_site.models import Generation, LedgerEntry
 from tests.conftest import csrf_token_from, post_json
-from tests.factories import log_in, make_subscription, make_user
-
-
-def customer(app, balance=0, tier=None, status="active"):
-    """A logged-out customer id with `balance` admin credits and optionally a plan."""
-    with app.app_context():
-        user = make_user()
-        if tier:
-            make_subscription(user, tier=tier, status=status)
-        if balance:
-            credits.grant(
-                user.id, balance, source="admin", source_ref=f"test-{user.id}", expires_at=None
-            )
-            db.session.commit()
-        return user.id
-
-
-def logged_in(client, app, user_id):
-    with app.app_context():
-        log_in(client, db.session.get(User, user_id))
+from tests.factories import logged_in, make_customer
 
 
 def token(client):
@@ -91,7 +72,7 @@ def test_page_lists_each_model_with_its_cost_and_what_a_visitor_may_use(client):
 
 
 def test_free_customer_gets_ten_credits_the_first_time_the_month_is_touched(app, client):
-    user_id = customer(app)
+    user_id = make_customer(app)
     logged_in(client, app, user_id)
     html = client.get("/generate").get_data(as_text=True)
     client.get("/generate")
@@ -104,7 +85,7 @@ def test_free_customer_gets_ten_credits_the_first_time_the_month_is_touched(app,
 
 
 def test_htmx_generation_returns_the_card_and_the_badge_out_of_band(app, client):
-    user_id = customer(app, balance=5, tier="basic")
+    user_id = make_customer(app, balance=5, tier="basic")
     logged_in(client, app, user_id)
     response = post_generate(client)
     html = response.get_data(as_text=True)
@@ -119,7 +100,7 @@ def test_htmx_generation_returns_the_card_and_the_badge_out_of_band(app, client)
 
 
 def test_plain_form_post_answers_with_the_whole_page(app, client):
-    user_id = customer(app, balance=5, tier="basic")
+    user_id = make_customer(app, balance=5, tier="basic")
     logged_in(client, app, user_id)
     response = post_generate(client, htmx=False)
     html = response.get_data(as_text=True)
@@ -130,7 +111,7 @@ def test_plain_form_post_answers_with_the_whole_page(app, client):
 
 
 def test_charges_the_models_cost_and_records_the_generation(app, client):
-    user_id = customer(app, balance=5, tier="basic")
+    user_id = make_customer(app, balance=5, tier="basic")
     logged_in(client, app, user_id)
     assert post_generate(client, model="hd").status_code == 200
     assert balance_of(app, user_id) == 3
@@ -201,7 +182,7 @@ def test_html_form_without_csrf_token_is_refused(client):
 
 
 def test_api_generation_answers_201_with_the_image_and_balance(app, client):
-    user_id = customer(app, balance=5, tier="basic")
+    user_id = make_customer(app, balance=5, tier="basic")
     logged_in(client, app, user_id)
     response = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "hd"})
     assert response.status_code == 201
@@ -215,7 +196,7 @@ def test_api_generation_answers_201_with_the_image_and_balance(app, client):
 
 
 def test_out_of_credits_is_402_with_a_link_to_pricing(app, client):
-    user_id = customer(app, balance=1, tier="basic")
+    user_id = make_customer(app, balance=1, tier="basic")
     logged_in(client, app, user_id)
     response = post_generate(client, model="hd")
     html = response.get_data(as_text=True)
@@ -231,7 +212,7 @@ def test_out_of_credits_is_402_with_a_link_to_pricing(app, client):
 
 
 def test_model_outside_the_tier_is_403_with_an_upgrade_link(app, client):
-    user_id = customer(app)  # free tier: standard only
+    user_id = make_customer(app)  # free tier: standard only
     logged_in(client, app, user_id)
     response = post_generate(client, model="pro")
     html = response.get_data(as_text=True)
@@ -249,7 +230,7 @@ def test_visitor_asking_for_a_paid_model_is_sent_to_sign_up(client):
 
 
 def test_negative_balance_after_a_clawback_blocks_generation(app, client):
-    user_id = customer(app, balance=3, tier="basic")
+    user_id = make_customer(app, balance=3, tier="basic")
     with app.app_context():
         credits.claw_back(user_id, 5, reference="refund:test")
         db.session.commit()
@@ -264,7 +245,7 @@ def test_negative_balance_after_a_clawback_blocks_generation(app, client):
 
 
 def test_premium_generates_without_a_debit(app, client):
-    user_id = customer(app, tier="premium")
+    user_id = make_customer(app, tier="premium")
     logged_in(client, app, user_id)
     response = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "pro"})
     assert response.status_code == 201
@@ -275,7 +256,7 @@ def test_premium_generates_without_a_debit(app, client):
 def test_premium_is_held_to_the_hourly_fair_use_limit(make_app):
     app = make_app(PREMIUM_HOURLY_LIMIT=2)
     client = app.test_client()
-    user_id = customer(app, tier="premium")
+    user_id = make_customer(app, tier="premium")
     logged_in(client, app, user_id)
     for _ in range(2):
         assert post_generate(client).status_code == 200
@@ -288,7 +269,7 @@ def test_premium_is_held_to_the_hourly_fair_use_limit(make_app):
 
 
 def test_negative_balance_blocks_even_an_unlimited_tier(app, client):
-    user_id = customer(app, balance=1, tier="premium")
+    user_id = make_customer(app, balance=1, tier="premium")
     with app.app_context():
         credits.claw_back(user_id, 4, reference="dispute:test")
         db.session.commit()
@@ -300,7 +281,7 @@ def test_negative_balance_blocks_even_an_unlimited_tier(app, client):
 
 
 def test_generator_failure_gives_the_credits_back(app, client):
-    user_id = customer(app, balance=5, tier="basic")
+    user_id = make_customer(app, balance=5, tier="basic")
     app.extensions["generator"] = FailingGenerator()
     logged_in(client, app, user_id)
     response = post_generate(client, model="hd")
@@ -318,7 +299,7 @@ def test_generator_failure_gives_the_credits_back(app, client):
 
 
 def test_generator_failure_through_the_api_is_a_plain_503(app, client):
-    user_id = customer(app, balance=5, tier="basic")
+    user_id = make_customer(app, balance=5, tier="basic")
     app.extensions["generator"] = FailingGenerator()
     logged_in(client, app, user_id)
     response = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "standard"})
