@@ -138,6 +138,11 @@ class OrderFilters:
 
 def search_orders(filters: OrderFilters, page: int):
     """Orders matching an email, an order id or any Stripe id, newest first."""
+    return db.paginate(orders_query(filters), page=page, per_page=PER_PAGE, error_out=False)
+
+
+def orders_query(filters: OrderFilters):
+    """The select behind the orders page, newest first; the CSV export reads the same one."""
     statement = select(Order).join(User, Order.user_id == User.id)
     if filters.query:
         statement = statement.where(_order_matches(filters.query))
@@ -149,8 +154,7 @@ def search_orders(filters: OrderFilters, page: int):
         statement = statement.where(Order.created_at >= _start_of(filters.date_from))
     if filters.date_to:
         statement = statement.where(Order.created_at < _start_of(filters.date_to + timedelta(1)))
-    statement = statement.order_by(Order.created_at.desc(), Order.id.desc())
-    return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+    return statement.order_by(Order.created_at.desc(), Order.id.desc())
 
 
 def _order_matches(query: str):
