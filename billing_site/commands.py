@@ -2,9 +2,11 @@
 
 import re
 import time
+from datetime import timedelta
 
 import click
-from flask import Flask
+from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from billing_site import credits
 from billing_site.stripe_gateway import GatewayError
@@ -15,6 +17,7 @@ WINDOW_UNITS = {"m": 60, "h": 3600, "d": 86400}
 def register_commands(app: Flask) -> None:
     app.cli.add_command(expire_credits_command)
     app.cli.add_command(reconcile_command)
+    app.cli.add_command(sweep_generations_command)
 
 
 @click.command("expire-credits")
@@ -68,4 +71,22 @@ def reconcile_command(window: int):
     )
     if counts["failed"]:
         # A non-zero exit lets a scheduler alert someone.
+        raise SystemExit(1)
+
+
+@click.command("sweep-generations")
+@with_appcontext  # `flask` pushes one anyway; this also lets a test or a thread invoke it bare
+def sweep_generations_command():
+    """Fail generations left pending by a crashed worker and give their credits back, once."""
+    from billing_site.generate.services import sweep_stale_generations
+
+    stale_after = current_app.config["GENERATION_STALE_AFTER_SECONDS"]
+    result = sweep_stale_generations(timedelta(seconds=stale_after))
+    click.echo(
+        f"Swept generations pending over {stale_after}s: {result.failed} failed and refunded "
+        f"({result.credits_returned} credit(s) returned), {result.finished_meanwhile} finished "
+        f"meanwhile, {result.errors} error(s)."
+    )
+    if result.errors:
+        # A non-zero exit lets a scheduler alert someone; the rows stay pending for the next run.
         raise SystemExit(1)

@@ -87,6 +87,10 @@ def load_config() -> dict:
         "CATALOG_FILE": os.environ.get("CATALOG_FILE", ""),
         "GENERATOR_URL": os.environ.get("GENERATOR_URL", ""),
         "GENERATOR_TIMEOUT_SECONDS": _int("GENERATOR_TIMEOUT_SECONDS", 30),
+        # `flask sweep-generations` fails and refunds generations pending longer than
+        # this: far past the generator's timeout (and gunicorn's 30 s worker timeout),
+        # so only a generation whose worker died is ever swept.
+        "GENERATION_STALE_AFTER_SECONDS": _int("GENERATION_STALE_AFTER_SECONDS", 600),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         # None means "follow APP_ENV" (decided in finalize_config, after overrides).

@@ -3,11 +3,15 @@
 The credits are reserved (and the pending Generation committed) in one
 transaction *before* the generator is called, so a slow or failing generator
 never holds the user's row locked, and a crash mid-generation leaves a visible
-pending row rather than a free image. A failure writes a compensating entry.
+pending row rather than a free image. A failure writes a compensating entry;
+so does `flask sweep-generations` for a row a crash left pending too long.
 """
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
 
 from billing_site import credits
 from billing_site.account.services import grant_free_allowance, tier_of
@@ -15,7 +19,7 @@ from billing_site.catalog import Model, Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.generate.forms import GenerationInput
 from billing_site.generator import GeneratedImage, current_generator
-from billing_site.models import Generation, User
+from billing_site.models import Generation, LedgerEntry, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +129,7 @@ def _reserve(
     db.session.flush()
     try:
         if cost:
-            draws = credits.spend(user.id, cost, reference=f"generation:{generation.id}")
+            draws = credits.spend(user.id, cost, reference=_reference(generation))
         else:
             draws = []
             _refuse_debt(user)
@@ -152,22 +156,149 @@ def _run(generation: Generation, draws: list[credits.Draw]) -> GeneratedImage:
         log.warning("generation %s failed: %r", generation.id, error)
         _fail(generation, draws, getattr(error, "message", None) or repr(error))
         raise GenerationFailed(refunded=bool(draws)) from error
-    generation.status = "succeeded"
-    generation.result = image.svg
-    db.session.commit()
+    if not _finish(generation, image):
+        # The sweep gave up on this generation (and returned its credits) while
+        # the generator was still working: the record says failed, so we say so too.
+        raise GenerationFailed(refunded=bool(draws))
     return image
 
 
-def _fail(generation: Generation, draws: list[credits.Draw], reason: str) -> None:
-    """Mark the generation failed and give back exactly what it took, in one commit."""
-    db.session.rollback()  # whatever the generator left half-done in the session
-    if draws:
-        credits.compensate(
-            generation.user_id,
-            draws,
-            reference=f"generation:{generation.id}",
-            note="generation failed; credits returned",
+def _finish(generation: Generation, image: GeneratedImage) -> bool:
+    """Mark the generation succeeded, or do nothing and return False if it is no longer pending."""
+    generation = _lock_generation(generation.id)
+    if generation.status != "pending":
+        log.warning(
+            "generation %s finished after it was marked %s; result discarded",
+            generation.id,
+            generation.status,
         )
+        db.session.rollback()
+        return False
+    generation.status = "succeeded"
+    generation.result = image.svg
+    db.session.commit()
+    return True
+
+
+def _fail(
+    generation: Generation,
+    draws: list[credits.Draw],
+    reason: str,
+    note: str = "generation failed; credits returned",
+) -> bool:
+    """Mark the generation failed and give back exactly what it took, in one commit.
+
+    Only a pending generation is failed: under its row lock the status is
+    re-read, so the request's own failure path and the sweep can both try and
+    the credits still come back once. Returns False, writing nothing, otherwise.
+    """
+    db.session.rollback()  # whatever the generator left half-done in the session
+    if generation.user_id is not None:
+        # The user's row before the generation's, the order every path takes
+        # (reserve, fail, sweep), so two of them can never deadlock.
+        credits.lock_user(generation.user_id)
+    generation = _lock_generation(generation.id)
+    if generation.status != "pending":
+        db.session.rollback()
+        return False
+    if draws:
+        credits.compensate(generation.user_id, draws, reference=_reference(generation), note=note)
     generation.status = "failed"
     generation.error = reason[:1000]
     db.session.commit()
+    return True
+
+
+def _lock_generation(generation_id: int) -> Generation:
+    """The generation's row, locked for the rest of the transaction and freshly read."""
+    statement = (
+        select(Generation)
+        .where(Generation.id == generation_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return db.session.execute(statement).scalar_one()
+
+
+def _reference(generation: Generation) -> str:
+    return f"generation:{generation.id}"
+
+
+# --- sweeping up generations a crash left pending ---------------------------------------
+
+STALE_REASON = (
+    "The generation did not finish: the server stopped while making it. "
+    "Any credits it took were returned."
+)
+STALE_NOTE = "generation did not finish; credits returned"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    failed: int  # stale generations marked failed
+    credits_returned: int
+    finished_meanwhile: int  # found stale, but done by the time we held its lock
+    errors: int  # could not be swept; left pending for the next run
+
+
+def sweep_stale_generations(stale_after: timedelta, now: datetime | None = None) -> SweepResult:
+    """Fail every generation pending for longer than `stale_after` and return its credits, once.
+
+    A worker killed between the charge and the generator's answer leaves its
+    generation pending for ever; this gives the customer back exactly what was
+    drawn. Each generation is its own transaction, so one bad row does not hold
+    up the rest, and running it twice (or beside a request finishing late)
+    returns nothing twice: `_fail` acts only on a row still pending under its lock.
+    """
+    cutoff = (now or utcnow()) - stale_after
+    stale_ids = (
+        db.session.execute(
+            select(Generation.id)
+            .where(Generation.status == "pending", Generation.created_at < cutoff)
+            .order_by(Generation.id)
+        )
+        .scalars()
+        .all()
+    )
+    failed = returned = finished = errors = 0
+    for generation_id in stale_ids:
+        try:
+            generation = db.session.get(Generation, generation_id)
+            draws = _draws_recorded_for(generation)
+            if not _fail(generation, draws, STALE_REASON, note=STALE_NOTE):
+                finished += 1
+                continue
+            credits_returned = sum(draw.credits for draw in draws)
+            failed += 1
+            returned += credits_returned
+            log.warning(
+                "swept stale generation %s user=%s credits_returned=%s",
+                generation_id,
+                generation.user_id,
+                credits_returned,
+            )
+        except Exception:
+            db.session.rollback()
+            log.exception("could not sweep generation %s", generation_id)
+            errors += 1
+    return SweepResult(failed, returned, finished, errors)
+
+
+def _draws_recorded_for(generation: Generation) -> list[credits.Draw]:
+    """What `_reserve` took, read back from its spend entries (one per lot drawn from).
+
+    Those entries commit in the same transaction as the pending generation, so
+    a pending generation's draws are always there to read.
+    """
+    if generation.user_id is None:
+        return []  # a visitor's generation is never charged
+    entries = db.session.execute(
+        select(LedgerEntry.lot_id, LedgerEntry.delta)
+        .where(
+            LedgerEntry.user_id == generation.user_id,
+            LedgerEntry.reference == _reference(generation),
+            LedgerEntry.kind == "spend",
+        )
+        .order_by(LedgerEntry.id)
+    ).all()
+    return [credits.Draw(lot_id, -delta) for lot_id, delta in entries]
