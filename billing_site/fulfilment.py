@@ -63,6 +63,11 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
         return f"noop: order already {order.status}"
     if session.get("payment_status") not in PAID_STATUSES:
         return "awaiting_payment"
+    # Granted before the order changes, so the order's UPDATE waits for the
+    # commit's single flush instead of being flushed early by the ledger's lock.
+    if order.kind == "pack":
+        grant_pack_credits(order, stripe_event_id=stripe_event_id)
+    # A subscription's credits come with each paid invoice (invoice.paid), not here.
     order.status = "paid"
     order.paid_at = utcnow()
     order.failure_reason = None
@@ -70,9 +75,6 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
     order.stripe_subscription_id = (
         _id_of(session.get("subscription")) or order.stripe_subscription_id
     )
-    if order.kind == "pack":
-        grant_pack_credits(order, stripe_event_id=stripe_event_id)
-    # A subscription's credits come with each paid invoice (invoice.paid), not here.
     return "fulfilled"
 
 

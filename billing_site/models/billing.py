@@ -133,7 +133,9 @@ class StripeEvent(db.Model):
     type: Mapped[str] = mapped_column(String(100), index=True)
     object_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime())  # Stripe's `created`
-    payload: Mapped[dict] = mapped_column(JSON)
+    # Deferred: a repeated delivery only needs the status, and the payload is
+    # the bulk of the row.
+    payload: Mapped[dict] = mapped_column(JSON, deferred=True)
     # received, processed, ignored, failed
     status: Mapped[str] = mapped_column(String(20), default="received", index=True)
     error: Mapped[str | None] = mapped_column(Text)

@@ -1,16 +1,19 @@
-"""Record each Stripe event once, then process it once: the webhook's service layer.
+"""Record each Stripe event once and apply it once: the webhook's service layer.
 
-Two transactions per event, dj-stripe style:
+A new event is recorded and applied in one transaction:
 
-1. `record_event` inserts the StripeEvent row (INSERT … ON CONFLICT DO NOTHING)
-   and commits at once, so the record of a delivery survives whatever its
-   handler does, and a repeated delivery finds the row already there.
-2. `dispatch` locks that row (SELECT … FOR UPDATE), so parallel deliveries of
-   one event queue behind each other; the first runs the handler and commits
-   the handler's writes together with status "processed"; the others then find
-   it processed and do nothing. A handler that raises is rolled back entirely,
-   and the failure (with a traceback summary) is written in a third, fresh
-   transaction, so Stripe's retry, `reconcile` or an admin's replay can try again.
+1. `INSERT … ON CONFLICT DO NOTHING` claims the event id. The row already
+   carries the status it will have if the handler succeeds, so success costs
+   no second write. A parallel delivery of the same event waits on the unique
+   index until this transaction ends, then finds the row and does nothing.
+2. The handler runs in the same transaction, and everything commits once.
+3. A handler that raises is rolled back entirely (the claim with it), and the
+   failure is written in a fresh transaction, so Stripe's retry, `reconcile` or
+   an admin's replay can try again. A worker that dies mid-handler leaves
+   nothing; Stripe, having had no 2xx, delivers again.
+
+An event seen before is applied under its row lock (SELECT … FOR UPDATE) unless
+it is already done, so a failed event's retry runs once however many arrive.
 
 Statuses: "processed" (a handler ran, including when it found nothing of ours:
 outcome "unknown_order", "unknown_user", … — valid, answered 200, changes
@@ -24,7 +27,7 @@ import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -57,8 +60,13 @@ def process_event(event: dict) -> str:
 
     Raises HandlerFailed (after recording the failure) when its handler raises.
     """
-    record_event(event)
-    return dispatch(event["id"])
+    handler = handler_for(event["type"])
+    if not _claim_new_event(event, _status_after(handler)):
+        return dispatch(event["id"])
+    outcome = _run_handler(handler, event)
+    db.session.commit()
+    _log_line(event["id"], event["type"], _object_id(event), outcome, _status_after(handler))
+    return outcome
 
 
 def replay_event(event_id: str) -> str:
@@ -72,21 +80,26 @@ def replay_event(event_id: str) -> str:
     return dispatch(event_id, force=True)
 
 
-def record_event(event: dict) -> None:
-    """Store the delivery in its own committed transaction; a repeat changes nothing."""
-    values = {
+def _claim_new_event(event: dict, status: str) -> bool:
+    """Insert the event row (uncommitted) with the status success will give it.
+
+    False when the id is already stored: this delivery is a repeat or a retry.
+    """
+    values = _event_row(event) | {"status": status, "attempts": 1, "processed_at": utcnow()}
+    table = StripeEvent.__table__
+    statement = _insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+    return db.session.execute(statement, values).first() is not None
+
+
+def _event_row(event: dict) -> dict:
+    return {
         "id": event["id"],
         "type": event["type"],
         "object_id": _object_id(event),
         "created": datetime.fromtimestamp(int(event.get("created") or 0), UTC),
         "payload": event,
-        "status": "received",
-        "attempts": 0,
         "received_at": utcnow(),
     }
-    statement = _insert(StripeEvent).values(**values).on_conflict_do_nothing(index_elements=["id"])
-    db.session.execute(statement)
-    db.session.commit()
 
 
 def dispatch(event_id: str, *, force: bool = False) -> str:
@@ -98,15 +111,30 @@ def dispatch(event_id: str, *, force: bool = False) -> str:
         db.session.rollback()
         return "duplicate"
     handler = handler_for(stored.type)
+    outcome = _run_handler(handler, stored.payload)
+    stored.status = _status_after(handler)
+    stored.error = None
+    stored.attempts += 1
+    stored.processed_at = utcnow()
+    db.session.commit()
+    _log(stored, outcome)
+    return outcome
+
+
+def _run_handler(handler, event: dict) -> str:
+    """The handler's outcome; on an exception, roll back, record the failure, raise."""
     if handler is None:
-        return _finish(stored, "ignored", "ignored: no handler for this type")
+        return "ignored: no handler for this type"
     try:
-        outcome = handler(stored.payload) or "processed"
+        return handler(event) or "processed"
     except Exception as error:
         db.session.rollback()
-        _record_failure(event_id, error)
-        raise HandlerFailed(event_id, error) from error
-    return _finish(stored, "processed", outcome)
+        _record_failure(event, error)
+        raise HandlerFailed(event["id"], error) from error
+
+
+def _status_after(handler) -> str:
+    return "processed" if handler is not None else "ignored"
 
 
 @dataclass(frozen=True)
@@ -153,42 +181,42 @@ def _lock_event(event_id: str) -> StripeEvent:
     return db.session.execute(statement).scalar_one()
 
 
-def _finish(stored: StripeEvent, status: str, outcome: str) -> str:
-    stored.status = status
-    stored.error = None
-    stored.attempts += 1
-    stored.processed_at = utcnow()
-    db.session.commit()
-    _log(stored, outcome)
-    return outcome
+def _record_failure(event: dict, error: Exception) -> None:
+    """Store the event as failed, whether or not its row survived the rollback.
 
-
-def _record_failure(event_id: str, error: Exception) -> None:
+    A row another delivery has meanwhile finished is left as it is.
+    """
     summary = "".join(traceback.format_exception(error, limit=-8))[-ERROR_TEXT_LIMIT:]
-    db.session.execute(
-        update(StripeEvent)
-        .where(StripeEvent.id == event_id)
-        .values(status="failed", error=summary, attempts=StripeEvent.attempts + 1)
+    failed = {"status": "failed", "error": summary}
+    statement = _insert(StripeEvent).values(**_event_row(event), **failed, attempts=1)
+    statement = statement.on_conflict_do_update(
+        index_elements=["id"],
+        set_={**failed, "attempts": StripeEvent.attempts + 1},
+        where=StripeEvent.status.not_in(DONE_STATUSES),
     )
+    db.session.execute(statement)
     db.session.commit()
-    stored = db.session.get(StripeEvent, event_id)
     log.error(
         "webhook event_id=%s type=%s object_id=%s outcome=error status=failed error=%r",
-        stored.id,
-        stored.type,
-        stored.object_id,
+        event["id"],
+        event["type"],
+        _object_id(event),
         error,
     )
 
 
 def _log(stored: StripeEvent, outcome: str) -> None:
+    _log_line(stored.id, stored.type, stored.object_id, outcome, stored.status)
+
+
+def _log_line(event_id: str, event_type: str, object_id: str | None, outcome: str, status: str):
     log.info(
         "webhook event_id=%s type=%s object_id=%s outcome=%s status=%s",
-        stored.id,
-        stored.type,
-        stored.object_id,
+        event_id,
+        event_type,
+        object_id,
         _logfmt(outcome),
-        stored.status,
+        status,
     )
 
 
