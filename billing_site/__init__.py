@@ -70,6 +70,9 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)
+    # The shared Limiter keeps the first app's RATELIMIT_DEFAULT and ignores a
+    # later app's; each app (the tests build many) starts from its own config.
+    limiter.limit_manager.set_default_limits([])
     limiter.init_app(app)
     talisman.init_app(
         app,
