@@ -15,9 +15,24 @@ from sqlalchemy import select
 from billing_site import credits
 from billing_site.catalog import PACK_CREDIT_LIFETIME_DAYS
 from billing_site.extensions import db
-from billing_site.models import Order, utcnow
+from billing_site.models import Order, StripeEvent, utcnow
+from billing_site.webhook.registry import handler_for
 
 PAID_STATUSES = ("paid", "no_payment_required")
+# Events about a payment that may arrive before the order is paid, and are safe
+# to apply again (payment_intent.payment_failed is not: it would fail a paid order).
+EARLY_EVENT_TYPES = (
+    "charge.refunded",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "charge.refund.updated",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+)
 # A "failed" order may still be fulfilled: payment_intent.payment_failed marks
 # the order failed when one card is declined, yet the customer can pay with
 # another card in the same Checkout Session, and a paid session is the final word.
@@ -75,7 +90,32 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
     order.stripe_subscription_id = (
         _id_of(session.get("subscription")) or order.stripe_subscription_id
     )
-    return "fulfilled"
+    applied = apply_events_that_came_early(order)
+    return f"fulfilled; applied {applied} earlier event(s)" if applied else "fulfilled"
+
+
+def apply_events_that_came_early(order: Order) -> int:
+    """Run again the refund and dispute events about this order's payment; return how many.
+
+    Stripe delivers in any order: a refund made in the dashboard, or a dispute,
+    can reach us before the Checkout Session's own event, while the order has
+    no payment intent yet and nothing matches it. Now the payment is ours, so
+    those events are applied; their handlers are idempotent, so an event that
+    was applied before changes nothing.
+    """
+    if order.payment_intent_id is None:
+        return 0
+    events = db.session.execute(
+        select(StripeEvent.id, StripeEvent.type, StripeEvent.payload)
+        .where(
+            StripeEvent.payment_intent_id == order.payment_intent_id,
+            StripeEvent.type.in_(EARLY_EVENT_TYPES),
+        )
+        .order_by(StripeEvent.created, StripeEvent.id)
+    ).all()
+    for event in events:
+        handler_for(event.type)(event.payload)
+    return len(events)
 
 
 def grant_pack_credits(order: Order, *, stripe_event_id: str | None = None) -> None:

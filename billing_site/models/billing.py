@@ -132,6 +132,9 @@ class StripeEvent(db.Model):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_… id
     type: Mapped[str] = mapped_column(String(100), index=True)
     object_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # The payment the object belongs to (charges, refunds, disputes, payment
+    # intents), so fulfilling an order can find events that came before it.
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime())  # Stripe's `created`
     # Deferred: a repeated delivery only needs the status, and the payload is
     # the bulk of the row.

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing_site.extensions import db
@@ -9,7 +9,16 @@ from billing_site.models.types import UTCDateTime, utcnow
 
 class Generation(db.Model):
     __tablename__ = "generations"
-    __table_args__ = (Index("ix_generations_user_id_created_at", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_generations_user_id_created_at", "user_id", "created_at"),
+        # Only the few pending rows, for `flask sweep-generations`.
+        Index(
+            "ix_generations_pending_created_at",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

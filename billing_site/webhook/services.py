@@ -96,6 +96,7 @@ def _event_row(event: dict) -> dict:
         "id": event["id"],
         "type": event["type"],
         "object_id": _object_id(event),
+        "payment_intent_id": _payment_intent_of(event),
         "created": datetime.fromtimestamp(int(event.get("created") or 0), UTC),
         "payload": event,
         "received_at": utcnow(),
@@ -228,6 +229,16 @@ def _logfmt(value: str) -> str:
 def _object_id(event: dict) -> str | None:
     obj = (event.get("data") or {}).get("object") or {}
     return obj.get("id") if isinstance(obj, dict) else None
+
+
+def _payment_intent_of(event: dict) -> str | None:
+    obj = (event.get("data") or {}).get("object") or {}
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("object") == "payment_intent":
+        return obj.get("id")
+    payment_intent = obj.get("payment_intent")
+    return payment_intent.get("id") if isinstance(payment_intent, dict) else payment_intent
 
 
 def _insert(model):
