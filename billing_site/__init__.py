@@ -39,12 +39,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     INSTANCE_DIR.mkdir(exist_ok=True)
 
     configure_logging(app)
-    trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
     register_template_context(app)
+    serve_anonymous_pricing_from_memory(app)
+    # Last, so the page cache (above) sees the client and scheme ProxyFix settles on.
+    trust_proxies(app)
     return app
 
 
@@ -60,6 +62,12 @@ def trust_proxies(app: Flask) -> None:
     hops = app.config["TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+def serve_anonymous_pricing_from_memory(app: Flask) -> None:
+    from billing_site.pricing.page_cache import cache_anonymous_page
+
+    cache_anonymous_page(app, "pricing.index")
 
 
 def register_extensions(app: Flask) -> None:

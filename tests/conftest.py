@@ -201,7 +201,7 @@ def csrf_token_from(html: str) -> str:
 
 def post_json(client, path: str, payload: dict, *, headers: dict | None = None, **kwargs):
     """POST JSON as the site's own pages do: with a page's CSRF token in X-CSRFToken."""
-    token = csrf_token_from(client.get("/pricing").get_data(as_text=True))
+    token = csrf_token_from(client.get("/auth/login").get_data(as_text=True))
     return client.post(
         path, json=payload, headers={"X-CSRFToken": token, **(headers or {})}, **kwargs
     )

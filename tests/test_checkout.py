@@ -49,7 +49,7 @@ def form_params(call) -> dict:
 
 
 def post_with_token(client, path, **kwargs):
-    token = csrf_token_from(client.get("/pricing").get_data(as_text=True))
+    token = csrf_token_from(client.get("/auth/login").get_data(as_text=True))
     return client.post(path, data={"csrf_token": token}, **kwargs)
 
 

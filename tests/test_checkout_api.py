@@ -12,7 +12,7 @@ from tests.factories import log_in, make_order, make_user
 
 
 def csrf(client) -> str:
-    return csrf_token_from(client.get("/pricing").get_data(as_text=True))
+    return csrf_token_from(client.get("/auth/login").get_data(as_text=True))
 
 
 def api_checkout(client, body, token=None):

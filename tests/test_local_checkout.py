@@ -14,7 +14,7 @@ from tests.conftest import csrf_token_from
 from tests.factories import log_in, make_user
 
 
-def csrf(client, path="/pricing") -> str:
+def csrf(client, path="/auth/login") -> str:
     return csrf_token_from(client.get(path).get_data(as_text=True))
 
 

@@ -2,11 +2,13 @@
 
 import re
 from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from billing_site.pricing.routes import format_money
-from tests.conftest import csrf_token_from
+from tests.conftest import TEST_PASSWORD, csrf_token_from
+from tests.factories import logged_in, make_customer
 
 
 def card(html: str, card_id: str) -> str:
@@ -21,6 +23,26 @@ def pricing_html(client):
     response = client.get("/pricing")
     assert response.status_code == 200
     return response.get_data(as_text=True)
+
+
+@pytest.fixture
+def customer_client(app, client):
+    logged_in(client, app, make_customer(app, balance=42))
+    return client
+
+
+@pytest.fixture
+def customer_pricing_html(customer_client):
+    response = customer_client.get("/pricing")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def buy_link(html: str, card_id: str, label: str) -> str:
+    """The href of a card's Buy or Subscribe link (what a visitor who is not logged in sees)."""
+    match = re.search(rf'<a class="button[^"]*" href="([^"]+)">{label}</a>', card(html, card_id))
+    assert match, f"no {label} link in {card_id}"
+    return match.group(1).replace("&amp;", "&")
 
 
 @pytest.mark.parametrize(
@@ -53,10 +75,10 @@ def test_only_the_popular_pack_wears_the_ribbon(pricing_html):
         assert "Most popular" not in card(pricing_html, f"pack-{other}")
 
 
-def test_each_buy_button_is_a_csrf_protected_form_to_checkout(client, pricing_html):
-    token = csrf_token_from(pricing_html)
+def test_a_customers_buy_buttons_are_csrf_protected_forms_to_checkout(customer_pricing_html):
+    token = csrf_token_from(customer_pricing_html)
     for pack_id in ("starter", "pro", "enterprise", "ultimate"):
-        html = card(pricing_html, f"pack-{pack_id}")
+        html = card(customer_pricing_html, f"pack-{pack_id}")
         assert f'<form method="post" action="/checkout/pack/{pack_id}">' in html
         assert f'name="csrf_token" value="{token}"' in html
         assert ">Buy</button>" in html
@@ -77,15 +99,129 @@ def test_pricing_page_shows_each_tier(pricing_html, tier, price, credits, models
     assert re.findall(r'<span class="pill">([^<]+)</span>', html) == models
 
 
-def test_paid_tiers_subscribe_and_the_free_tier_comes_with_an_account(pricing_html):
-    free = card(pricing_html, "tier-free")
+def test_paid_tiers_subscribe_and_the_free_tier_comes_with_an_account(customer_pricing_html):
+    free = card(customer_pricing_html, "tier-free")
     assert "Included when you sign up" in free
     assert "<form" not in free
     for tier in ("basic", "premium"):
-        html = card(pricing_html, f"tier-{tier}")
+        html = card(customer_pricing_html, f"tier-{tier}")
         assert f'<form method="post" action="/checkout/plan/{tier}">' in html
         assert 'name="csrf_token"' in html
         assert ">Subscribe</button>" in html
+
+
+@pytest.mark.parametrize(
+    ("card_id", "label"),
+    [
+        ("pack-starter", "Buy"),
+        ("pack-pro", "Buy"),
+        ("pack-enterprise", "Buy"),
+        ("pack-ultimate", "Buy"),
+        ("tier-basic", "Subscribe"),
+        ("tier-premium", "Subscribe"),
+    ],
+)
+def test_a_visitor_is_offered_links_to_sign_up_and_come_back_instead_of_forms(
+    pricing_html, card_id, label
+):
+    link = urlsplit(buy_link(pricing_html, card_id, label))
+
+    assert link.path == "/auth/signup"
+    assert parse_qs(link.query) == {"next": ["/pricing"]}
+    assert "<form" not in card(pricing_html, card_id)
+
+
+@pytest.mark.parametrize("path", ["/pricing", "/"])
+def test_a_visitor_gets_the_page_without_a_csrf_token_or_a_session_cookie(client, path):
+    for _ in range(2):  # the first visit and a later one
+        response = client.get(path)
+
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers
+        html = response.get_data(as_text=True)
+        assert "csrf" not in html.lower()
+        assert "hx-headers" not in html
+
+
+@pytest.mark.parametrize("path", ["/pricing", "/"])
+def test_a_later_visitor_gets_the_same_page_and_security_headers_as_the_first(app, path):
+    first = app.test_client().get(path)
+    later = app.test_client().get(path)
+
+    assert later.status_code == 200
+    assert later.get_data() == first.get_data()
+    assert sorted(later.headers.items()) == sorted(first.headers.items())
+    assert "script-src 'self'" in later.headers["Content-Security-Policy"]
+    assert later.headers["X-Frame-Options"] == "DENY"
+    assert later.headers["Vary"] == "Cookie"
+
+
+def test_a_page_answered_over_https_is_never_replayed_over_plain_http(make_app):
+    app = make_app(FORCE_HTTPS=True)
+    secure = app.test_client().get("/pricing", base_url="https://localhost")
+    behind_proxy = app.test_client().get("/pricing", headers={"X-Forwarded-Proto": "https"})
+
+    plain = app.test_client().get("/pricing")
+
+    assert secure.status_code == behind_proxy.status_code == 200
+    assert "max-age" in secure.headers["Strict-Transport-Security"]
+    assert "max-age" in behind_proxy.headers["Strict-Transport-Security"]
+    assert plain.status_code == 302
+    assert plain.headers["Location"] == "https://localhost/pricing"
+    assert "Strict-Transport-Security" not in plain.headers
+    again = app.test_client().get("/pricing", base_url="https://localhost")
+    assert again.get_data() == secure.get_data()
+    assert again.headers["Strict-Transport-Security"] == secure.headers["Strict-Transport-Security"]
+
+
+def test_a_visitor_who_signs_up_from_buy_comes_back_to_buy_forms(client, db, pricing_html):
+    signup_url = buy_link(pricing_html, "pack-pro", "Buy")
+    token = csrf_token_from(client.get(signup_url).get_data(as_text=True))
+    data = {
+        "email": "newbuyer@example.com",
+        "password": TEST_PASSWORD,
+        "password_confirm": TEST_PASSWORD,
+        "csrf_token": token,
+    }
+
+    response = client.post(signup_url, data=data)
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/pricing"
+    html = client.get("/pricing").get_data(as_text=True)
+    assert '<form method="post" action="/checkout/pack/pro">' in card(html, "pack-pro")
+    assert "Welcome to Pixel Forge" in html
+
+
+def test_a_customers_page_never_reaches_a_visitor_and_the_reverse(app, client, db):
+    before = app.test_client().get("/pricing").get_data(as_text=True)  # a visitor's page first
+    logged_in(client, app, make_customer(app, balance=42))
+
+    customer_html = client.get("/pricing").get_data(as_text=True)
+    after = app.test_client().get("/pricing").get_data(as_text=True)
+    # A visitor who holds a session cookie without being logged in (from the log-in page).
+    with_cookie = app.test_client()
+    with_cookie.get("/auth/login")
+    after_with_cookie = with_cookie.get("/pricing").get_data(as_text=True)
+
+    assert '<span class="badge-number">42</span>' in customer_html
+    assert "Log out" in customer_html
+    assert 'action="/checkout/pack/pro"' in customer_html
+    for html in (before, after, after_with_cookie):
+        assert 'id="balance-badge"' not in html
+        assert "Log out" not in html
+        assert "/checkout/" not in html
+        assert "Log in</a>" in html
+
+
+def test_a_flash_message_is_shown_once_to_its_visitor_only(app, auth, client, db):
+    auth.signup("leaving@example.com")
+    auth.logout()
+    other_visitor = app.test_client()
+
+    assert "You are logged out." in client.get("/pricing").get_data(as_text=True)
+    assert "You are logged out." not in client.get("/pricing").get_data(as_text=True)
+    assert "You are logged out." not in other_visitor.get("/pricing").get_data(as_text=True)
 
 
 def test_tier_features_are_listed(pricing_html):
@@ -239,7 +375,7 @@ def test_an_operator_catalog_file_replaces_the_packs_and_tiers(operator_client):
     assert "Save 40%" in big
     assert "Most popular" in big
     assert "Save" not in card(html, "pack-small")
-    assert '<form method="post" action="/checkout/plan/studio">' in card(html, "tier-studio")
+    assert ">Subscribe</a>" in card(html, "tier-studio")
     assert "Starter Pack" not in html
     assert 'id="tier-basic"' not in html
 

@@ -81,7 +81,7 @@ def test_session_cookie_is_secure_in_production(make_app):
     ],
 )
 def test_a_form_posted_without_its_csrf_token_is_refused_plainly(client, db, path, data):
-    client.get("/pricing")  # a session exists, so only the token is missing
+    client.get("/auth/login")  # a session exists, so only the token is missing
 
     response = client.post(path, data=data)
 

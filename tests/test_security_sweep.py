@@ -153,7 +153,7 @@ def world(app) -> World:
 
 
 def post_with_token(client, url: str, **kwargs):
-    token = csrf_token_from(client.get("/pricing").get_data(as_text=True))
+    token = csrf_token_from(client.get("/auth/login").get_data(as_text=True))
     return client.post(url, data={"csrf_token": token}, **kwargs)
 
 
@@ -267,7 +267,7 @@ def test_visitors_and_customers_cannot_post_to_what_their_role_does_not_allow(ap
                 continue
             client = world.clients[role]
             headers = {
-                "X-CSRFToken": csrf_token_from(client.get("/pricing").get_data(as_text=True))
+                "X-CSRFToken": csrf_token_from(client.get("/auth/login").get_data(as_text=True))
             }
             response = client.open(url, method=method_of(rule), headers=headers, json={})
             visit = Visit(role, rule, access, url, response)

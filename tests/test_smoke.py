@@ -41,11 +41,15 @@ def test_pricing_page_renders_in_the_layout(client):
     response = client.get("/pricing")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
-    assert 'name="csrf-token"' in html
-    assert 'hx-headers=\'{"X-CSRFToken"' in html
     assert 'class="brand" href="/pricing">Pixel Forge</a>' in html
     assert "/static/site.css" in html
     assert "/static/htmx.min.js" in html
+
+
+def test_a_page_with_a_form_carries_the_csrf_token_for_forms_and_htmx(client):
+    html = client.get("/auth/login").get_data(as_text=True)
+    assert 'name="csrf-token"' in html
+    assert 'hx-headers=\'{"X-CSRFToken"' in html
 
 
 def test_the_stylesheet_and_htmx_are_served_locally(client):

@@ -2,9 +2,11 @@
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, render_template, request, session
+from flask_login import current_user
 
 from billing_site.catalog import Catalog, Pack, Tier, current_catalog
+from billing_site.pricing.page_cache import PUBLIC_PAGE
 
 bp = Blueprint("pricing", __name__)
 
@@ -38,8 +40,38 @@ def catalog_context() -> dict:
 @bp.get("/")
 @bp.get("/pricing")
 def index():
+    if current_user.is_authenticated or "_flashes" in session:
+        return render_pricing_page()
+    return anonymous_pricing_page()
+
+
+def render_pricing_page() -> str:
+    # A visitor who is not logged in is shown Buy links to sign up rather than
+    # forms, so the page carries no CSRF token and mints them no session cookie.
+    return render_template(
+        "pricing/index.html",
+        catalog=current_catalog(),
+        price_per_credit=price_per_credit,
+        public_page=not current_user.is_authenticated,
+    )
+
+
+def anonymous_pricing_page() -> str:
+    """The page as every anonymous visitor sees it, rendered once per process.
+
+    It is the busiest page and, without a user, a token or a flash message, the
+    same for everyone; it is keyed on the catalog (fixed at start-up) and on the
+    path the app is mounted at, the only inputs it has. The whole response may
+    then be replayed to visitors without cookies (page_cache).
+    """
+    request.environ[PUBLIC_PAGE] = True
     catalog = current_catalog()
-    return render_template("pricing/index.html", catalog=catalog, price_per_credit=price_per_credit)
+    pages = current_app.extensions.setdefault("pricing.anonymous_pages", {})
+    key = request.script_root
+    cached = pages.get(key)
+    if cached is None or cached[0] is not catalog:
+        cached = pages[key] = (catalog, render_pricing_page())
+    return cached[1]
 
 
 @bp.get("/api/v1/stripe/packages")
