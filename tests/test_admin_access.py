@@ -60,7 +60,8 @@ def method_of(rule) -> str:
 
 def request(client, method: str, url: str, *, with_csrf: bool = True):
     if method == "GET":
-        return client.get(url)
+        # Buffered, as a server reads a streamed answer (the orders CSV) to its end.
+        return client.get(url, buffered=True)
     data = {}
     if with_csrf:
         # The token from a page this client itself loaded (it is tied to its session).

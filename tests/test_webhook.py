@@ -331,7 +331,7 @@ def test_webhook_is_exempt_from_rate_limits_that_hold_elsewhere(make_app):
             for _ in range(5)
         ]
         statuses = [post_event(client, event).status_code for event in events]
-        pages = [client.get("/pricing").status_code for _ in range(3)]
+        pages = [client.get("/api/v1/stripe/packages").status_code for _ in range(3)]
 
         assert statuses == [200] * 5
         assert pages == [200, 200, 429]
