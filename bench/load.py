@@ -63,6 +63,9 @@ class LoadResult:
     statuses: dict
     errors: dict
     connections: int
+    # CPU per completed request, set by the caller that can see the server's processes.
+    app_cpu_ms: float | None = None
+    postgres_cpu_ms: float | None = None
 
     @property
     def throughput(self) -> float:

@@ -40,6 +40,7 @@ def write(path: Path, *, bench, machine, versions, settings, targets, elapsed, g
         *[_row(run) for run in bench.runs],
         "",
         *_notes(bench),
+        *_cpu(bench),
         *_correctness(bench),
         *_memory(bench),
         *_statuses(bench),
@@ -67,6 +68,33 @@ def _notes(bench) -> list[str]:
     if bench.missing:
         notes.append("- routes missing when this ran: " + ", ".join(bench.missing))
     return ["### Notes", "", *notes, ""] if notes else []
+
+
+def _cpu(bench) -> list[str]:
+    lines = [
+        "## CPU per request",
+        "",
+        "CPU time (user + system, from /proc/<pid>/stat) per completed request, over each measured",
+        "run and the drain after it (warm-ups excluded): the server's gunicorn workers (app), and",
+        "PostgreSQL's postmaster with every process it forked (backends, autovacuum and the like,",
+        "counting those that exited). The site and the floors share one PostgreSQL and run one at",
+        "a time, so each run's share is its own. wrk's own CPU is not included.",
+        "",
+        "| measurement | site app ms | site PostgreSQL ms | floor | floor app ms "
+        "| floor PostgreSQL ms |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    for run in bench.runs:
+        if run.site is not None:
+            floor = _cpu_cells(run.floor) if run.floor else " | "
+            lines.append(f"| {run.name} | {_cpu_cells(run.site)} | {run.floor_name} | {floor} |")
+    return [*lines, ""]
+
+
+def _cpu_cells(result, separator=" | ") -> str:
+    return separator.join(
+        "?" if ms is None else f"{ms:.2f}" for ms in (result.app_cpu_ms, result.postgres_cpu_ms)
+    )
 
 
 def _correctness(bench) -> list[str]:
@@ -157,6 +185,10 @@ def summary(bench) -> str:
         lines.append(
             f"  {run.name}: {run.site.throughput:,.0f} req/s, p50 {run.site.p50_ms:.1f} ms,"
             f" p99 {run.site.p99_ms:.1f} ms{floor} [{verdict}]"
+        )
+        floor_cpu = f" (floor {_cpu_cells(run.floor, ' + ')})" if run.floor else ""
+        lines.append(
+            f"    CPU ms per request, app + PostgreSQL: {_cpu_cells(run.site, ' + ')}{floor_cpu}"
         )
     for name, (actual, expected) in bench.checks.items():
         lines.append(f"  check {name}: {actual} (expected {expected})")

@@ -28,7 +28,14 @@ import requests
 from sqlalchemy import create_engine, text
 
 from bench import load, report, seed
-from bench.stack import PROJECT_ROOT, Gunicorn, machine_description, tool_version
+from bench.stack import (
+    PROJECT_ROOT,
+    Gunicorn,
+    machine_description,
+    postgres_cpu_seconds,
+    postmaster_pid,
+    tool_version,
+)
 from tests import servers
 
 WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
@@ -75,6 +82,8 @@ class Bench:
     memory: dict = field(default_factory=dict)
     missing: list = field(default_factory=list)
     log: object = None
+    servers: dict = field(default_factory=dict)  # base URL -> the Gunicorn serving it
+    postmaster: int = 0  # the one PostgreSQL both servers use
 
     def say(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -98,6 +107,7 @@ def main() -> int:
     try:
         env = site_environment(postgres.url, redis_server.url)
         os.environ.update(env)  # the in-process app (migrate, seed, checks) reads the same
+        bench.postmaster = postmaster_pid(postgres.directory / "data")
         ok = run_everything(bench, env, postgres.url)
     finally:
         postgres.stop()
@@ -159,6 +169,7 @@ def run_everything(bench: Bench, env: dict, database_url: str) -> bool:
     # floor's, so a change in the machine's load hits both alike.
     floor = gunicorn("bench.floor_app:app", env, bench.workdir / "floor.log")
     site = gunicorn("wsgi:app", env, bench.workdir / "site.log")
+    bench.servers = {floor.url: floor, site.url: site}
     try:
         floor.start("/page")
         site.start("/healthz")
@@ -237,10 +248,25 @@ def measure_page(bench: Bench, base_url: str, path: str, headers: dict) -> load.
     connections = CONNECTIONS["page"]
     load.run_wrk(base_url, request_file, connections=connections, seconds=WARMUP_SECONDS)
     bench.say(f"GET {base_url}{path}: {SECONDS} s at {connections} connections")
-    result = load.run_wrk(
-        base_url, request_file, connections=connections, seconds=SECONDS, log=bench.log
-    )
+    return measured_wrk(bench, base_url, request_file, connections=connections, seconds=SECONDS)
+
+
+def measured_wrk(bench: Bench, base_url: str, request_file: Path, **wrk_options):
+    """One measured wrk run, drained, with the CPU per request the server's workers and
+    PostgreSQL spent on it. Runs are sequential, so PostgreSQL's CPU over a run is that run's."""
+    server = bench.servers[base_url]
+
+    def cpu_seconds_so_far() -> tuple[float, float]:
+        return server.workers_cpu_seconds(), postgres_cpu_seconds(bench.postmaster)
+
+    before = cpu_seconds_so_far()
+    result = load.run_wrk(base_url, request_file, log=bench.log, **wrk_options)
     wait_until_idle(base_url)
+    if result.requests:
+        result.app_cpu_ms, result.postgres_cpu_ms = (
+            (after - start) * 1000 / result.requests
+            for start, after in zip(before, cpu_seconds_so_far(), strict=True)
+        )
     return result
 
 
@@ -272,16 +298,14 @@ def measure_ingest(bench: Bench, base_url: str, path: str, deliveries: list[str]
     )
     connections = CONNECTIONS["webhook"]
     bench.say(f"POST {base_url}{path}: {len(deliveries):,} deliveries at {connections} connections")
-    result = load.run_wrk(
+    return measured_wrk(
+        bench,
         base_url,
         request_file,
         connections=connections,
         seconds=240,
         stop_after=len(deliveries),
-        log=bench.log,
     )
-    wait_until_idle(base_url)
-    return result
 
 
 def measure_everything(bench: Bench, floor_url: str, site_url: str, fixtures: dict) -> None:
@@ -391,10 +415,7 @@ def measure_generations(bench, base_url, fixtures) -> None:
     request_file = load.write_requests(bench.workdir / "generate.req", generation_requests, host)
     connections = CONNECTIONS["generation"]
     bench.say(f"POST /api/v1/generations: {SECONDS} s at {connections} connections")
-    result = load.run_wrk(
-        base_url, request_file, connections=connections, seconds=SECONDS, log=bench.log
-    )
-    wait_until_idle(base_url)
+    result = measured_wrk(bench, base_url, request_file, connections=connections, seconds=SECONDS)
     fixtures["measured"].add("generation")
     created, refused = result.count(200, 201), result.count(402)
     bench.runs.append(

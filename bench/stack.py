@@ -1,4 +1,4 @@
-"""The server stack under test: gunicorn in front of an app, and what it costs in memory."""
+"""The server stack under test: gunicorn in front of an app, and what it costs in memory and CPU."""
 
 import os
 import signal
@@ -88,19 +88,12 @@ class Gunicorn:
         raise RuntimeError(f"gunicorn {self.app_spec} not ready in {timeout}s; see {self.log_path}")
 
     def worker_pids(self) -> list[int]:
-        """The master's children, read from /proc (gunicorn forks one per worker)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == self.process.pid:
-                pids.append(int(entry.name))
-        return sorted(pids)
+        """The master's children (gunicorn forks one per worker)."""
+        return children_of(self.process.pid)
+
+    def workers_cpu_seconds(self) -> float:
+        """CPU spent so far by the workers, those alive and those the master has reaped."""
+        return children_cpu_seconds(self.process.pid)
 
     def _sample_memory(self) -> None:
         while self._sampling.is_set():
@@ -131,6 +124,55 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (state) on: the name before it may hold spaces."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int(_stat_fields(int(entry.name))[1])
+        except OSError:
+            continue  # exited while we looked
+        if parent == pid:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+def _cpu_ticks(pid: int, *, reaped_children: bool) -> int:
+    """utime + stime (fields 14-15), or cutime + cstime (16-17); 0 once `pid` has exited."""
+    first = 13 if reaped_children else 11  # field n is _stat_fields()[n - 3]
+    try:
+        return sum(int(ticks) for ticks in _stat_fields(pid)[first : first + 2])
+    except OSError:
+        return 0
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """CPU spent by `pid`'s children: the live ones' own, plus the reaped ones' (which the
+    kernel adds to the parent's cutime + cstime), so a child that exits is still counted."""
+    live = sum(_cpu_ticks(child, reaped_children=False) for child in children_of(pid))
+    return (live + _cpu_ticks(pid, reaped_children=True)) / CLOCK_TICKS
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+
+
+def postgres_cpu_seconds(postmaster: int) -> float:
+    """CPU spent by PostgreSQL so far: the postmaster and every process it forked (backends,
+    autovacuum, checkpointer and the like), alive or gone."""
+    own = _cpu_ticks(postmaster, reaped_children=False) / CLOCK_TICKS
+    return own + children_cpu_seconds(postmaster)
 
 
 def tool_version(command: list[str]) -> str:
