@@ -19,6 +19,7 @@ from billing_site.refunds import (
     pack_lot_expiry,
     settled_status,
 )
+from billing_site.stripe_gateway import stripe_id
 
 CLOSED_STATUSES = ("won", "lost", "warning_closed")
 # An inquiry that closes without a chargeback leaves the money with us, as a win does.
@@ -117,12 +118,8 @@ def _copy_fields(dispute: Dispute, obj: dict, order: Order | None) -> None:
     dispute.amount_cents = int(obj.get("amount") or dispute.amount_cents)
     dispute.currency = (obj.get("currency") or dispute.currency)[:3]
     dispute.reason = obj.get("reason")
-    dispute.charge_id = _id_of(obj.get("charge"))
+    dispute.charge_id = stripe_id(obj.get("charge"))
     dispute.order_id = order.id if order is not None else dispute.order_id
     due_by = (obj.get("evidence_details") or {}).get("due_by")
     dispute.evidence_due_by = datetime.fromtimestamp(int(due_by), UTC) if due_by else None
     db.session.flush()
-
-
-def _id_of(value) -> str | None:
-    return value.get("id") if isinstance(value, dict) else value

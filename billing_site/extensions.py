@@ -7,6 +7,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase
 
 from billing_site.client_identity import client_key
@@ -32,3 +34,9 @@ csrf = CSRFProtect()
 talisman = Talisman()
 # Limits are declared where they apply (log-in, checkout, generation); none by default.
 limiter = Limiter(key_func=client_key)
+
+
+def dialect_insert(table):
+    """INSERT for the session's dialect: both offer ON CONFLICT (SQLite in dev, PostgreSQL)."""
+    dialect = db.session.get_bind().dialect.name
+    return postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)

@@ -16,6 +16,7 @@ from billing_site import credits
 from billing_site.catalog import PACK_CREDIT_LIFETIME_DAYS
 from billing_site.extensions import db
 from billing_site.models import Order, StripeEvent, utcnow
+from billing_site.stripe_gateway import stripe_id
 from billing_site.webhook.registry import handler_for
 
 PAID_STATUSES = ("paid", "no_payment_required")
@@ -86,9 +87,9 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
     order.status = "paid"
     order.paid_at = utcnow()
     order.failure_reason = None
-    order.payment_intent_id = _id_of(session.get("payment_intent")) or order.payment_intent_id
+    order.payment_intent_id = stripe_id(session.get("payment_intent")) or order.payment_intent_id
     order.stripe_subscription_id = (
-        _id_of(session.get("subscription")) or order.stripe_subscription_id
+        stripe_id(session.get("subscription")) or order.stripe_subscription_id
     )
     applied = apply_events_that_came_early(order)
     return f"fulfilled; applied {applied} earlier event(s)" if applied else "fulfilled"
@@ -153,10 +154,3 @@ def expire_checkout_session(session: dict) -> str:
         return f"noop: order already {order.status}"
     order.status = "expired"
     return "expired"
-
-
-def _id_of(value) -> str | None:
-    """Stripe fields may hold an id or an expanded object."""
-    if isinstance(value, dict):
-        return value.get("id")
-    return value

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from billing_site import audit, credits
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Order, Refund, utcnow
-from billing_site.stripe_gateway import GatewayError, current_gateway
+from billing_site.stripe_gateway import GatewayError, current_gateway, stripe_id
 
 REFUND_REASONS = {
     "requested_by_customer": "Requested by customer",
@@ -445,8 +445,8 @@ def lock_order(order_id: int) -> Order:
 
 def lock_order_for_payment(payment_intent, charge_id) -> Order | None:
     """The order paid by this payment intent or charge, locked; None if not ours."""
-    payment_intent = _id_of(payment_intent)
-    charge_id = _id_of(charge_id)
+    payment_intent = stripe_id(payment_intent)
+    charge_id = stripe_id(charge_id)
     conditions = []
     if payment_intent:
         conditions.append(Order.payment_intent_id == payment_intent)
@@ -567,9 +567,3 @@ def pack_lot_expiry(order: Order):
         select(CreditLot).where(CreditLot.source == "pack", CreditLot.source_ref == str(order.id))
     )
     return lot.expires_at if lot is not None else None
-
-
-def _id_of(value) -> str | None:
-    if isinstance(value, dict):
-        return value.get("id")
-    return value or None

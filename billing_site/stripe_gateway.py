@@ -41,6 +41,13 @@ def sign_payload(payload: str, secret: str, timestamp: int | None = None) -> str
     return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
 
 
+def stripe_id(value) -> str | None:
+    """The id in a Stripe field that holds either an id or the expanded object."""
+    if isinstance(value, dict):
+        return value.get("id")
+    return value or None
+
+
 def verify_webhook(payload: bytes, signature_header: str | None, secrets: list[str]) -> dict:
     """The event in `payload` if one `v1` signature matches one secret; else raise.
 

@@ -10,14 +10,12 @@ the webhook's dispatcher commits once per event.
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from billing_site import credits
 from billing_site.catalog import current_catalog
-from billing_site.extensions import db
+from billing_site.extensions import db, dialect_insert
 from billing_site.models import Order, Subscription, User
-from billing_site.stripe_gateway import current_gateway
+from billing_site.stripe_gateway import current_gateway, stripe_id
 
 TERMINAL_STATUSES = ("canceled", "incomplete_expired")
 # How far along its life a status is. Stripe's `created` has one-second
@@ -101,7 +99,7 @@ def find_user(metadata: dict | None, customer) -> User | None:
         user = db.session.get(User, int(user_id))
         if user is not None:
             return user
-    customer_id = _id_of(customer)
+    customer_id = stripe_id(customer)
     if not customer_id:
         return None
     return db.session.execute(
@@ -135,11 +133,13 @@ def tier_from_metadata(metadata: dict | None) -> str | None:
 def subscription_id_of_invoice(invoice: dict) -> str | None:
     """Where API 2026-07-29 puts it (parent.subscription_details), or older shapes."""
     details = (invoice.get("parent") or {}).get("subscription_details") or {}
-    subscription_id = _id_of(details.get("subscription")) or _id_of(invoice.get("subscription"))
+    subscription_id = stripe_id(details.get("subscription")) or stripe_id(
+        invoice.get("subscription")
+    )
     if subscription_id:
         return subscription_id
     line_parent = (_subscription_line(invoice) or {}).get("parent") or {}
-    return _id_of((line_parent.get("subscription_item_details") or {}).get("subscription"))
+    return stripe_id((line_parent.get("subscription_item_details") or {}).get("subscription"))
 
 
 def invoice_period(invoice: dict) -> tuple[datetime | None, datetime | None]:
@@ -211,7 +211,7 @@ def _insert_and_lock(subscription: dict, user: User, tier: str, event_created: i
     values = {
         "user_id": user.id,
         "stripe_subscription_id": subscription["id"],
-        "stripe_customer_id": _id_of(subscription.get("customer")),
+        "stripe_customer_id": stripe_id(subscription.get("customer")),
         "tier": tier,
         "status": subscription["status"],
         "current_period_start": _time(item.get("current_period_start")),
@@ -221,7 +221,7 @@ def _insert_and_lock(subscription: dict, user: User, tier: str, event_created: i
         "last_event_at": _time(event_created),
     }
     db.session.execute(
-        _insert(Subscription)
+        dialect_insert(Subscription)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["stripe_subscription_id"])
     )
@@ -245,7 +245,7 @@ def _copy_fields(row: Subscription, subscription: dict, status: str, tier: str |
     item = _first_item(subscription)
     row.status = status
     row.tier = tier or row.tier
-    row.stripe_customer_id = _id_of(subscription.get("customer")) or row.stripe_customer_id
+    row.stripe_customer_id = stripe_id(subscription.get("customer")) or row.stripe_customer_id
     row.current_period_start = _time(item.get("current_period_start")) or row.current_period_start
     row.current_period_end = _time(item.get("current_period_end")) or row.current_period_end
     row.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
@@ -273,13 +273,3 @@ def _subscription_line(invoice: dict) -> dict | None:
 
 def _time(unix) -> datetime | None:
     return datetime.fromtimestamp(int(unix), UTC) if unix else None
-
-
-def _id_of(value) -> str | None:
-    return value.get("id") if isinstance(value, dict) else value
-
-
-def _insert(model):
-    """INSERT for the session's dialect (both offer on_conflict_do_nothing)."""
-    dialect = db.session.get_bind().dialect.name
-    return postgresql_insert(model) if dialect == "postgresql" else sqlite_insert(model)

@@ -28,12 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from billing_site.extensions import db
+from billing_site.extensions import db, dialect_insert
 from billing_site.models import StripeEvent, utcnow
-from billing_site.stripe_gateway import current_gateway
+from billing_site.stripe_gateway import current_gateway, stripe_id
 from billing_site.webhook.registry import handler_for
 
 log = logging.getLogger("billing_site.webhook")
@@ -87,7 +85,9 @@ def _claim_new_event(event: dict, status: str) -> bool:
     """
     values = _event_row(event) | {"status": status, "attempts": 1, "processed_at": utcnow()}
     table = StripeEvent.__table__
-    statement = _insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+    statement = (
+        dialect_insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+    )
     return db.session.execute(statement, values).first() is not None
 
 
@@ -189,7 +189,7 @@ def _record_failure(event: dict, error: Exception) -> None:
     """
     summary = "".join(traceback.format_exception(error, limit=-8))[-ERROR_TEXT_LIMIT:]
     failed = {"status": "failed", "error": summary}
-    statement = _insert(StripeEvent).values(**_event_row(event), **failed, attempts=1)
+    statement = dialect_insert(StripeEvent).values(**_event_row(event), **failed, attempts=1)
     statement = statement.on_conflict_do_update(
         index_elements=["id"],
         set_={**failed, "attempts": StripeEvent.attempts + 1},
@@ -227,21 +227,16 @@ def _logfmt(value: str) -> str:
 
 
 def _object_id(event: dict) -> str | None:
-    obj = (event.get("data") or {}).get("object") or {}
-    return obj.get("id") if isinstance(obj, dict) else None
+    return stripe_id(_event_object(event))
 
 
 def _payment_intent_of(event: dict) -> str | None:
-    obj = (event.get("data") or {}).get("object") or {}
-    if not isinstance(obj, dict):
-        return None
+    obj = _event_object(event)
     if obj.get("object") == "payment_intent":
         return obj.get("id")
-    payment_intent = obj.get("payment_intent")
-    return payment_intent.get("id") if isinstance(payment_intent, dict) else payment_intent
+    return stripe_id(obj.get("payment_intent"))
 
 
-def _insert(model):
-    """INSERT for the session's dialect (both offer on_conflict_do_nothing)."""
-    dialect = db.session.get_bind().dialect.name
-    return postgresql_insert(model) if dialect == "postgresql" else sqlite_insert(model)
+def _event_object(event: dict) -> dict:
+    obj = (event.get("data") or {}).get("object")
+    return obj if isinstance(obj, dict) else {}

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from billing_site.extensions import db
 from billing_site.models import Order
+from billing_site.stripe_gateway import stripe_id
 from billing_site.webhook.registry import handles
 
 DEFAULT_FAILURE_REASON = "The payment was declined."
@@ -20,7 +21,7 @@ def payment_succeeded(event: dict) -> str:
     order = _lock_order_for_intent(intent)
     if order is None:
         return "unknown_order"
-    charge_id = _id_of(intent.get("latest_charge"))
+    charge_id = stripe_id(intent.get("latest_charge"))
     if not charge_id or order.charge_id == charge_id:
         return "recorded"
     order.charge_id = charge_id
@@ -64,8 +65,3 @@ def _lock_order_for_intent(intent: dict) -> Order | None:
     if order is not None and order.payment_intent_id not in (None, intent["id"]):
         return None
     return order
-
-
-def _id_of(value) -> str | None:
-    """Stripe fields may hold an id or an expanded object."""
-    return value.get("id") if isinstance(value, dict) else value
