@@ -13,6 +13,7 @@ from sqlalchemy import select
 from billing_site import credits
 from billing_site.extensions import db
 from billing_site.models import Dispute, Order
+from billing_site.notifications import hooks as notify
 from billing_site.refunds import (
     clawable_credits,
     lock_order_for_payment,
@@ -35,17 +36,22 @@ OPEN_STATUSES = (
 def apply_dispute(obj: dict, *, stripe_event_id: str | None = None) -> str:
     """Record a Stripe dispute; take the order's credits when opened, return them once if won."""
     order = lock_order_for_payment(obj.get("payment_intent"), obj.get("charge"))
-    dispute = _lock_dispute(obj["id"]) or _new_dispute(obj)
+    existing = _lock_dispute(obj["id"])
+    dispute = existing or _new_dispute(obj)
     status = obj.get("status") or "needs_response"
     if dispute.status in CLOSED_STATUSES and status not in CLOSED_STATUSES:
         return f"noop: dispute already {dispute.status}"
+    previous_status = existing.status if existing is not None else None
     _copy_fields(dispute, obj, order)
     if order is None:
-        return "recorded: no order for this charge"
-    if status in RESTORING_STATUSES:
-        return _give_back(order, dispute, stripe_event_id)
-    # Open, or lost without our having seen it open: the credits go either way.
-    return _take_credits(order, dispute, stripe_event_id)
+        outcome = "recorded: no order for this charge"
+    elif status in RESTORING_STATUSES:
+        outcome = _give_back(order, dispute, stripe_event_id)
+    else:
+        # Open, or lost without our having seen it open: the credits go either way.
+        outcome = _take_credits(order, dispute, stripe_event_id)
+    notify.dispute_changed(dispute, order, previous_status)  # logged, counted, admins told
+    return outcome
 
 
 def _take_credits(order: Order, dispute: Dispute, stripe_event_id: str | None) -> str:

@@ -11,6 +11,7 @@ from billing_site.models.billing import (
     Subscription,
 )
 from billing_site.models.generation import Generation
+from billing_site.models.notification import EmailPreference, OutboundEmail
 from billing_site.models.types import UTCDateTime, utcnow
 from billing_site.models.user import User
 
@@ -18,11 +19,13 @@ __all__ = [
     "AuditLog",
     "CreditLot",
     "Dispute",
+    "EmailPreference",
     "Generation",
     "LIVE_SUBSCRIPTION_STATUSES",
     "LedgerEntry",
     "ORDER_STATUSES",
     "Order",
+    "OutboundEmail",
     "Refund",
     "StripeEvent",
     "Subscription",

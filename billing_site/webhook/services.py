@@ -23,12 +23,14 @@ nothing, and reconcile will not retry it), "ignored" (no handler for the type),
 
 import json
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from billing_site import metrics, notifications
 from billing_site.extensions import db, dialect_insert
 from billing_site.models import StripeEvent, utcnow
 from billing_site.stripe_gateway import current_gateway, stripe_id
@@ -58,6 +60,17 @@ def process_event(event: dict) -> str:
 
     Raises HandlerFailed (after recording the failure) when its handler raises.
     """
+    started = time.perf_counter()
+    try:
+        outcome = _process_event(event)
+    except HandlerFailed:
+        metrics.observe_webhook(event, "failed", started)
+        raise
+    metrics.observe_webhook(event, outcome, started)
+    return outcome
+
+
+def _process_event(event: dict) -> str:
     handler = handler_for(event["type"])
     if not _claim_new_event(event, _status_after(handler)):
         return dispatch(event["id"])
@@ -127,11 +140,13 @@ def _run_handler(handler, event: dict) -> str:
     if handler is None:
         return "ignored: no handler for this type"
     try:
-        return handler(event) or "processed"
+        outcome = handler(event) or "processed"
     except Exception as error:
         db.session.rollback()
         _record_failure(event, error)
         raise HandlerFailed(event["id"], error) from error
+    notifications.after_event(event)  # queues its emails in this transaction
+    return outcome
 
 
 def _status_after(handler) -> str:
