@@ -57,6 +57,10 @@ def wants(user_id: int, kind: str) -> bool:
     return preference is None or getattr(preference, kind)
 
 
+def _credits(count: int) -> str:
+    return f"{count:,} credit{'s' if count != 1 else ''}"
+
+
 def _day(moment: datetime | None) -> str:
     return moment.strftime("%B %-d, %Y") if moment else "today"
 
@@ -146,7 +150,7 @@ def renewal_failed(subscription: Subscription, invoice: dict) -> int | None:
         reason=error,
         next_attempt=_day(next_attempt) if next_attempt else None,
         access_ends=_day(access_ends),
-        billing_url=link("account.subscription"),
+        billing_url=link("account.subscription_card"),
         invoice_url=invoice.get("hosted_invoice_url"),
     )
     if email_id is not None:
@@ -169,7 +173,7 @@ def renewal_recovered(subscription: Subscription, invoice: dict) -> int | None:
         template="payment_recovered",
         plan=tier.name if tier else subscription.tier,
         amount=format_cents(int(invoice.get("amount_paid") or 0)),
-        plan_url=link("account.subscription"),
+        plan_url=link("account.subscription_card"),
     )
 
 
@@ -192,7 +196,7 @@ def trial_ending(subscription: Subscription, now: datetime) -> int | None:
         trial_ends=_day(subscription.trial_end),
         days_left=days_left,
         price=format_cents(tier.price_cents) if tier else "the plan's price",
-        plan_url=link("account.subscription"),
+        plan_url=link("account.subscription_card"),
     )
 
 
@@ -211,7 +215,7 @@ def credits_expiring(lot: CreditLot, user: User) -> int | None:
         kind="credits_expiring",
         to=user.email,
         user_id=user.id,
-        subject=f"{lot.credits_remaining} credits expire on {_day(lot.expires_at)}",
+        subject=f"{_credits(lot.credits_remaining)} expire on {_day(lot.expires_at)}",
         template="credits_expiring",
         credits=lot.credits_remaining,
         source=source,
@@ -231,7 +235,7 @@ def low_balance(user: User, top_up: CreditLot) -> int | None:
         kind="low_balance",
         to=user.email,
         user_id=user.id,
-        subject=f"You have {user.balance} credits left",
+        subject=f"You have {_credits(user.balance)} left",
         template="low_balance",
         balance=user.balance,
         granted=top_up.credits_granted,

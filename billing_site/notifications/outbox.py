@@ -234,6 +234,8 @@ def _listen_once() -> None:
 
 
 def _send_after_commit(session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released; the outer transaction has not committed yet
     ids = session.info.pop(PENDING, None)
     if not ids or not has_app_context():
         return
