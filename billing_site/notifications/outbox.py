@@ -12,6 +12,7 @@ With no MAIL_URL nothing is sent: messages are marked "stored" and stay in the
 table, where development reads them at /dev/mail and tests assert on them.
 """
 
+import contextlib
 import hashlib
 import logging
 from datetime import datetime, timedelta
@@ -211,7 +212,22 @@ def _send(email: OutboundEmail) -> None:
         headers={"Message-ID": _message_id(email), "X-Pixel-Forge-Kind": email.kind},
     )
     message.attach_alternative(email.html_body, "text/html")
-    message.send(fail_silently=False)
+    connection = mail.get_connection(fail_silently=False)
+    try:
+        connection.open()
+        connection.send_messages([message])
+    finally:
+        _close(connection)
+
+
+def _close(connection) -> None:
+    """Close the SMTP connection even when QUIT fails (a refusing server), never leak it."""
+    smtp = getattr(connection, "connection", None)
+    with contextlib.suppress(Exception):
+        connection.close()
+    if smtp is not None:
+        with contextlib.suppress(Exception):
+            smtp.close()
 
 
 def _message_id(email: OutboundEmail) -> str:
