@@ -11,6 +11,7 @@ webhook backlog) are not kept in processes at all: StateCollector reads them at
 scrape time, so every worker reports the same truth.
 """
 
+import logging
 import time
 
 from flask import Flask, g, request
@@ -131,8 +132,16 @@ class StateCollector:
 
     def collect(self):
         from billing_site import observability
+        from billing_site.extensions import db
 
-        state = observability.current_state()
+        try:
+            state = observability.current_state()
+        except Exception:  # the database is down: the process metrics still go out
+            db.session.rollback()
+            logging.getLogger(__name__).warning("metrics: database state unreadable", exc_info=True)
+            yield _gauge("billing_state_readable", "1 when the database state could be read.", 0)
+            return
+        yield _gauge("billing_state_readable", "1 when the database state could be read.", 1)
         yield _gauge(
             "billing_webhook_failed_events",
             "Stripe events whose handler failed and that await a retry or replay.",
