@@ -40,6 +40,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     configure_logging(app)
     register_extensions(app)
+    limit_request_bodies(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
@@ -62,6 +63,12 @@ def trust_proxies(app: Flask) -> None:
     hops = app.config["TRUSTED_PROXIES"]
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+def limit_request_bodies(app: Flask) -> None:
+    from billing_site.request_limits import install_body_limits
+
+    install_body_limits(app)
 
 
 def serve_anonymous_pricing_from_memory(app: Flask) -> None:

@@ -98,6 +98,12 @@ def load_config() -> dict:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "FORCE_HTTPS": _bool("FORCE_HTTPS", False),
+        # Request bodies (see request_limits): forms and the API need a few KiB,
+        # Stripe's events stay well under 1 MiB. Bigger bodies get a 413 unread.
+        "MAX_FORM_BYTES": _int("MAX_FORM_BYTES", 64 * 1024),
+        "MAX_WEBHOOK_BYTES": _int("MAX_WEBHOOK_BYTES", 1024 * 1024),
+        # A body not wholly arrived after this many seconds gets a 408.
+        "BODY_READ_TIMEOUT_SECONDS": _int("BODY_READ_TIMEOUT_SECONDS", 10),
         "WTF_CSRF_TIME_LIMIT": None,
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
     }
@@ -119,6 +125,8 @@ def finalize_config(config: dict) -> None:
         # Production serves over HTTPS only, so its cookies never travel in clear.
         config["SESSION_COOKIE_SECURE"] = config.get("APP_ENV") == "production"
     config["REMEMBER_COOKIE_SECURE"] = config["SESSION_COOKIE_SECURE"]
+    # Flask's own cap, for anything request_limits does not set per path.
+    config["MAX_CONTENT_LENGTH"] = config["MAX_FORM_BYTES"]
     config["SECRET_KEY"] = config["SECRET_KEY"] or DEVELOPMENT_SECRET_KEY
     config["STRIPE_WEBHOOK_SECRET"] = config["STRIPE_WEBHOOK_SECRET"] or DEVELOPMENT_WEBHOOK_SECRET
 
