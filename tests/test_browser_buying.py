@@ -12,6 +12,8 @@ from tests.conftest import TEST_PASSWORD
 def site(app, live_server):
     """The live server, with the site's own URL pointing at it (success and cancel URLs)."""
     app.config["SITE_URL"] = live_server
+    # As under `make run`: the verification link is shown on the page (no mail offline).
+    app.config["APP_ENV"] = "development"
     return live_server
 
 
@@ -21,6 +23,8 @@ def sign_up(page, site, email="buyer@example.com"):
     page.get_by_label("Password", exact=True).fill(TEST_PASSWORD)
     page.get_by_label("Confirm password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+    page.get_by_role("link", name="verify this address").click()
     expect(page.get_by_role("button", name="Log out")).to_be_visible()
 
 
