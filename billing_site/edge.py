@@ -12,7 +12,10 @@ PRIVATE_PREFIXES = ("/account", "/admin", "/auth/password")
 
 def redirect_to_https():
     """Plain HTTP goes to SITE_URL's host over HTTPS, never to a host the client named."""
-    if request.is_secure or request.path in HTTPS_EXEMPT_PATHS:
+    # As Talisman did: a proxy's X-Forwarded-Proto: https is believed here even
+    # without TRUSTED_PROXIES, since all it can do is spare the client a redirect.
+    forwarded_https = request.headers.get("X-Forwarded-Proto", "") == "https"
+    if request.is_secure or forwarded_https or request.path in HTTPS_EXEMPT_PATHS:
         return None
     host = urlsplit(current_app.config["SITE_URL"]).netloc
     path = request.full_path if request.query_string else request.path

@@ -29,7 +29,7 @@ def sign_up(page, site, email="buyer@example.com"):
 
 
 @pytest.mark.browser
-def test_a_new_customer_buys_the_pro_pack_and_sees_100_credits(site, page):
+def test_a_new_customer_buys_the_pro_pack_and_sees_100_more_credits(site, page):
     sign_up(page, site)
 
     page.goto(f"{site}/pricing")
@@ -44,7 +44,8 @@ def test_a_new_customer_buys_the_pro_pack_and_sees_100_credits(site, page):
         re.compile(re.escape(site) + r"/checkout/success\?session_id=cs_test_\w+")
     )
     expect(page.locator("#checkout-status")).to_contain_text("Payment received — 100 credits added")
-    expect(page.locator("#balance-badge .badge-number")).to_have_text("100")
+    # The 10 free credits of the verified account, plus the pack's 100.
+    expect(page.locator("#balance-badge .badge-number")).to_have_text("110")
 
     page.goto(f"{site}/account")
     pack_row = page.locator(".lots-table tr", has_text="Credit pack")
@@ -79,4 +80,5 @@ def test_the_processing_page_updates_itself_when_the_payment_arrives(app, site, 
     expect(page.locator("#checkout-status")).to_contain_text(
         "Payment received — 100 credits added", timeout=10_000
     )
-    expect(page.locator("#balance-badge .badge-number")).to_have_text("100")
+    # The 10 free credits of the verified account, plus the pack's 100.
+    expect(page.locator("#balance-badge .badge-number")).to_have_text("110")

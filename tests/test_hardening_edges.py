@@ -222,7 +222,11 @@ def test_nul_bytes_huge_integers_and_far_dates_get_4xx_never_500(app, client, db
 def test_the_success_page_asks_stripe_once_per_few_seconds_and_is_limited(make_app, stripe_api):
     from tests.factories import make_order
 
-    app = make_app(STRIPE_SECRET_KEY="sk_test_123", SUCCESS_PAGE_RATE_LIMIT="8 per minute")
+    app = make_app(
+        STRIPE_SECRET_KEY="sk_test_123",
+        SUCCESS_PAGE_RATE_LIMIT="8 per minute",
+        CHECKOUT_RETRIEVE_INTERVAL_SECONDS=60,
+    )
     client = app.test_client()
     with app.app_context():
         user = make_user("buyer@example.com")

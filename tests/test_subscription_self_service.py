@@ -149,7 +149,7 @@ def test_resume_asks_stripe_to_keep_the_subscription(stripe_app, stripe_client):
     assert "Cancel plan" in html
     request = responses.calls[0].request
     assert parse_qs(request.body) == {"cancel_at_period_end": ["false"]}
-    assert request.headers["Idempotency-Key"].startswith("subscription-sub_123-resume-")
+    assert request.headers["Idempotency-Key"].startswith("test-subscription-sub_123-resume-")
 
 
 @responses.activate

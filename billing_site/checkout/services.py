@@ -264,7 +264,7 @@ def _may_ask_stripe_about(session_id: str) -> bool:
     from billing_site.extensions import limiter
 
     interval = current_app.config["CHECKOUT_RETRIEVE_INTERVAL_SECONDS"]
-    if interval <= 0:
+    if interval <= 0 or current_gateway().is_local:  # the stand-in has no rate limit
         return True
     try:
         return limiter.limiter.hit(
