@@ -47,7 +47,7 @@ class GunicornServer:
                     pids.append(int(entry.name))
         return sorted(pids)
 
-    def wait_for_workers(self, count: int, timeout: float = 20.0) -> None:
+    def wait_for_workers(self, count: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.worker_pids()) >= count and self._answers():

@@ -7,7 +7,6 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
-from zxcvbn import zxcvbn
 
 from billing_site.extensions import db
 from billing_site.lookalikes import skeleton
@@ -68,6 +67,8 @@ def check_password_strength(password: str, email: str = "") -> None:
         raise WeakPassword("Do not use your email address as your password.")
     # zxcvbn knows the common-password lists, keyboard walks and repeats; 2 of 4
     # ("somewhat guessable") is the least it accepts. Long inputs cost it time.
+    from zxcvbn import zxcvbn  # its dictionaries cost a worker ~0.4 s to load: only when used
+
     result = zxcvbn(password[:72], user_inputs=[email])
     if result["score"] < 2:
         hint = result["feedback"].get("warning") or "It is too easy to guess."
