@@ -8,9 +8,10 @@ from sqlalchemy import func, select
 from billing_site.extensions import db
 from billing_site.health.routes import rate_limit_storage_status
 from billing_site.models import Order, OutboundEmail, StripeEvent, utcnow
+from billing_site.stripe_gateway import STRIPE_API_VERSION
 
-# The API version the site is written for (and the gateway pins).
-PINNED_STRIPE_API_VERSION = "2026-07-29.dahlia"
+# The API version the site is written for, which the gateway pins.
+PINNED_STRIPE_API_VERSION = STRIPE_API_VERSION
 RECENT_EVENTS = 50
 # Stored but not yet applied: today every event is applied on receipt; with the
 # webhook inbox (a worker applies stored events) "received" rows wait here.

@@ -48,8 +48,6 @@ class GunicornServer:
         return sorted(pids)
 
     def wait_for_workers(self, count: int, timeout: float = 60.0) -> None:
-        # Generous: on a loaded 2-core machine a worker can take 30 s to import the app;
-        # it returns as soon as the workers answer.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.worker_pids()) >= count and self._answers():
@@ -78,8 +76,15 @@ class GunicornServer:
 
 
 @contextlib.contextmanager
-def serve(database_url: str, redis_url: str, directory: Path, *, workers: int = 2):
-    """Run the site under gunicorn until the block ends."""
+def serve(
+    database_url: str, redis_url: str, directory: Path, *, workers: int = 2, env: dict | None = None
+):
+    """Run the site under gunicorn (with the project's gunicorn.conf.py) until the block ends.
+
+    gunicorn reads ./gunicorn.conf.py from its working directory, the project root,
+    so the tests run the worker class and timeouts production runs; the options
+    below override only what a test needs. `env` adds environment variables.
+    """
     port = free_port()
     log = directory / "gunicorn.log"
     env = {
@@ -93,6 +98,7 @@ def serve(database_url: str, redis_url: str, directory: Path, *, workers: int = 
         "STRIPE_SECRET_KEY": "",
         "LOCAL_STRIPE_STATE_FILE": str(directory / "local_stripe.json"),
         "SITE_URL": f"http://127.0.0.1:{port}",
+        **(env or {}),
     }
     command = [
         str(GUNICORN),

@@ -5,6 +5,7 @@ Without MAIL_URL (these tests) nothing leaves the machine: messages are stored
 in outbound_emails, which is what a developer sees at /dev/mail.
 """
 
+import re
 import time
 from datetime import timedelta
 
@@ -375,3 +376,22 @@ def csrf(client) -> str:
     from tests.conftest import csrf_token_from
 
     return csrf_token_from(client.get("/auth/login").get_data(as_text=True))
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+def test_sign_up_sends_the_verification_link_through_the_outbox(db, client, auth):
+    response = auth.signup("new@example.com")
+    assert response.status_code in (200, 303)
+
+    [email] = outbox("verify_email")
+    assert email.to_address == "new@example.com"
+    link = re.search(r"http://localhost(/auth/verify/\S+)", email.text_body).group(1)
+    assert f'href="http://localhost{link}"' in email.html_body
+    assert client.get(link).status_code in (302, 303)  # the link verifies and logs in
+
+    auth.logout()
+    auth.signup("new@example.com")  # someone tries the address again
+    auth.signup("new@example.com")
+    assert len(outbox("signup_attempt")) == 1  # at most one notice an hour

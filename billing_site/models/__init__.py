@@ -12,6 +12,7 @@ from billing_site.models.billing import (
 )
 from billing_site.models.generation import Generation
 from billing_site.models.notification import EmailPreference, OutboundEmail
+from billing_site.models.settings import SiteSetting
 from billing_site.models.types import UTCDateTime, utcnow
 from billing_site.models.user import User
 
@@ -27,6 +28,7 @@ __all__ = [
     "Order",
     "OutboundEmail",
     "Refund",
+    "SiteSetting",
     "StripeEvent",
     "Subscription",
     "UTCDateTime",

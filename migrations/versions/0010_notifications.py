@@ -1,14 +1,14 @@
 """Notifications: the outbound email queue (and development outbox), email preferences
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
