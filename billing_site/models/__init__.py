@@ -8,7 +8,9 @@ from billing_site.models.billing import (
     LedgerEntry,
     Order,
     StripeEvent,
+    JobRun,
     Subscription,
+    WorkerHeartbeat,
 )
 from billing_site.models.generation import Generation
 from billing_site.models.types import UTCDateTime, utcnow
@@ -19,6 +21,7 @@ __all__ = [
     "CreditLot",
     "Dispute",
     "Generation",
+    "JobRun",
     "LIVE_SUBSCRIPTION_STATUSES",
     "LedgerEntry",
     "ORDER_STATUSES",
@@ -28,5 +31,6 @@ __all__ = [
     "Subscription",
     "UTCDateTime",
     "User",
+    "WorkerHeartbeat",
     "utcnow",
 ]
