@@ -74,12 +74,15 @@ def post_event(
     return Delivery(response, event["id"], applied)
 
 
-def drain_inbox(app) -> list:
-    """Run the worker's drain in a fresh app context (its own session), as a worker would."""
+def drain_inbox(app, now=None) -> list:
+    """Run the worker's drain in a fresh app context (its own session), as a worker would.
+
+    `now` moves the worker's clock, e.g. past a failed event's next_attempt_at.
+    """
 
     def run():
         with app.app_context():
-            return worker.drain()
+            return worker.drain(now)
 
     applied = contextvars.Context().run(run)
     if has_app_context():

@@ -53,7 +53,7 @@ def rate_limit_storage_status() -> str:
 
 
 def worker_status() -> str:
-    """"ok" when some worker beat within WORKER_STALE_AFTER_SECONDS, else how long ago."""
+    """ "ok" when some worker beat within WORKER_STALE_AFTER_SECONDS, else how long ago."""
     try:
         seen = heartbeat.last_seen()
     except Exception as error:
