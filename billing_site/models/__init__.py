@@ -5,10 +5,10 @@ from billing_site.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
     ORDER_STATUSES,
     CreditLot,
+    JobRun,
     LedgerEntry,
     Order,
     StripeEvent,
-    JobRun,
     Subscription,
     WorkerHeartbeat,
 )

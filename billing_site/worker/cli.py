@@ -1,7 +1,5 @@
 """`flask --app wsgi worker`: the Procfile's worker process."""
 
-import logging
-
 import click
 from flask import current_app
 from flask.cli import with_appcontext
@@ -21,6 +19,4 @@ def worker_command(no_jobs: bool, drain_only: bool):
         failed = sum(not result.ok for result in results)
         click.echo(f"Applied {len(results) - failed} event(s); {failed} failed.")
         return
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     Worker(current_app._get_current_object(), run_jobs=not no_jobs).run()
