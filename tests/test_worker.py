@@ -58,7 +58,21 @@ def test_two_workers_racing_on_1000_events_apply_each_exactly_once(
     db, client, database_url, redis_server, tmp_path
 ):
     users = [make_user() for _ in range(20)]
-    orders = [make_order(users[n % 20], "starter") for n in range(1000)]
+    template = make_order(users[0], "starter")
+    orders = [template] + [
+        Order(
+            user_id=users[n % 20].id,
+            kind="pack",
+            item_id="starter",
+            amount_cents=template.amount_cents,
+            currency=template.currency,
+            credits=template.credits,
+            checkout_session_id=f"cs_race_{n:04d}",
+        )
+        for n in range(1, 1000)
+    ]
+    db.session.add_all(orders)
+    db.session.commit()  # one commit, not a thousand
     events = [make_event("checkout.session.completed", checkout_session(o)) for o in orders]
     credits_each = orders[0].credits
 
