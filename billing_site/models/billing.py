@@ -124,6 +124,10 @@ class Subscription(db.Model):
 LIVE_SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due")
 
 
+# Events the worker still has to apply (the worker's claim spells it the same way).
+DUE_PREDICATE = "status IN ('queued', 'retrying')"
+
+
 class StripeEvent(db.Model):
     """Every event Stripe delivered: the webhook inbox and the worker's queue in one table.
 
@@ -138,8 +142,8 @@ class StripeEvent(db.Model):
         Index(
             "ix_stripe_events_due",
             "next_attempt_at",
-            postgresql_where=text("status IN ('queued', 'retrying')"),
-            sqlite_where=text("status IN ('queued', 'retrying')"),
+            postgresql_where=text(DUE_PREDICATE),
+            sqlite_where=text(DUE_PREDICATE),
         ),
     )
 

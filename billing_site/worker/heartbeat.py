@@ -55,6 +55,10 @@ class HeartbeatThread(threading.Thread):
         self.current_event_id: str | None = None
         self.stopped = threading.Event()
 
+    def working_on(self, event_id: str | None) -> None:
+        """Tell the next beat which event this worker is applying (None: none)."""
+        self.current_event_id = event_id
+
     def run(self) -> None:
         with self.app.app_context():
             while not self.stopped.is_set():

@@ -12,23 +12,22 @@ worker there.
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import undefer
 
 from billing_site.extensions import db
 from billing_site.models import StripeEvent, utcnow
+from billing_site.models.billing import DUE_PREDICATE
 from billing_site.webhook import services
-from billing_site.webhook.services import PENDING_STATUSES, Applied
+from billing_site.webhook.services import Applied
 
 
 def claim_due(now: datetime | None = None, exclude: set[str] = frozenset()) -> StripeEvent | None:
     """Lock and return the oldest event due now (queued, or retrying and its time has come)."""
     statement = (
         select(StripeEvent)
-        .where(
-            StripeEvent.status.in_(PENDING_STATUSES),
-            StripeEvent.next_attempt_at <= (now or utcnow()),
-        )
+        # Spelled as the partial index's own predicate, so PostgreSQL uses that index.
+        .where(text(DUE_PREDICATE), StripeEvent.next_attempt_at <= (now or utcnow()))
         .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
         .limit(1)
         .options(undefer(StripeEvent.payload))
@@ -68,3 +67,30 @@ def drain(now: datetime | None = None) -> list[Applied]:
         tried.add(applied.event_id)
         results.append(applied)
     return results
+
+
+def drain_in_app(app, now: datetime | None = None) -> list[Applied]:
+    """drain() in a fresh app context of `app` (its own session), e.g. from a delivery thread."""
+    with app.app_context():
+        try:
+            return drain(now)
+        finally:
+            db.session.remove()
+
+
+class InjectedFailure(RuntimeError):
+    """A failure asked for on purpose (the local stand-in's "fail the next delivery")."""
+
+
+def fail_once(event_id: str, reason: str) -> str | None:
+    """Record one failed attempt for a stored, undone event, as if its handler had raised.
+
+    The event is then "retrying" (the worker tries it again after the backoff,
+    or an admin replays it): the retry and replay paths can be seen offline.
+    """
+    from billing_site.webhook.services import record_failure
+
+    try:
+        raise InjectedFailure(reason)
+    except InjectedFailure as error:
+        return record_failure(event_id, error)

@@ -67,8 +67,7 @@ class Worker:
             if self.run_jobs and time.monotonic() >= self.next_job_check:
                 self.next_job_check = time.monotonic() + JOB_CHECK_SECONDS
                 run_due_jobs(self.worker_id, self.tried_slots)
-            on_claim = lambda event_id: setattr(beats, "current_event_id", event_id)  # noqa: E731
-            if queue.apply_next(on_claim=on_claim) is None:
+            if queue.apply_next(on_claim=beats.working_on) is None:
                 self._wait()
         except Exception:  # the database went away, most likely: pause, then carry on
             db.session.rollback()
@@ -85,8 +84,11 @@ class Worker:
         if listener is None:
             time.sleep(timeout)
             return
-        for _notify in listener.notifies(timeout=timeout, stop_after=1):
-            pass
+        # In short slices, so a SIGTERM is honoured within half a second.
+        deadline = time.monotonic() + timeout
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            for _notify in listener.notifies(timeout=min(left, 0.5), stop_after=1):
+                return
 
     def _listener(self):
         if self.listener is not None or db.engine.dialect.name != "postgresql":
