@@ -80,7 +80,9 @@ def test_two_workers_racing_on_1000_events_apply_each_exactly_once(
     with worker_process.running(
         database_url, redis_server.url, tmp_path, count=2, WORKER_POLL_SECONDS=30
     ) as workers:
-        worker_process.wait_until(lambda: count(WorkerHeartbeat) == 2, message="workers not up")
+        worker_process.wait_until(
+            lambda: count(WorkerHeartbeat) == 2, timeout=90, message="workers not up"
+        )
         for event in events:
             assert post_event(client, event, apply=False).status_code == 200
         worker_process.wait_until(
@@ -132,7 +134,7 @@ def test_a_failing_handler_is_retried_with_backoff_then_dead(
         WORKER_MAX_ATTEMPTS=3,
         WORKER_POLL_SECONDS=0.05,
     ):
-        worker_process.wait_until(record, timeout=30, interval=0.02, message=f"{seen}")
+        worker_process.wait_until(record, timeout=90, interval=0.02, message="never dead")
     elapsed = time.monotonic() - started
 
     assert [(attempts, status) for attempts, status, _ in seen] == [
@@ -162,6 +164,7 @@ def test_scheduled_jobs_run_once_per_slot_with_two_workers(
     with worker_process.running(database_url, redis_server.url, tmp_path, count=2) as workers:
         worker_process.wait_until(
             lambda: count(JobRun, JobRun.finished_at.is_not(None)) >= 3,
+            timeout=90,
             message="the three jobs did not all run",
         )
         time.sleep(1.5)  # both workers have had several chances to run them again
