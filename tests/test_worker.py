@@ -1,13 +1,15 @@
 """The worker as a real process (`flask --app wsgi worker`) on the test PostgreSQL.
 
 Issue 15, item 8 (TESTING.md rows 46-47): two workers racing on 1,000 events
-apply each once; a failing handler is retried with backoff, then dead; the
+apply each once; one of two workers SIGKILLed again and again while they drain
+1,000 events loses and doubles nothing; a failing handler is retried with backoff, then dead; the
 scheduled jobs run once per slot with two workers; a worker woken by NOTIFY
 applies within a moment although it polls rarely. The webhook's side (stored,
 or 503 with the database down) is here too; the SIGKILL-mid-handler drill is
 tests/test_failures.py's row e.
 """
 
+import random
 import re
 import time
 from datetime import timedelta
@@ -54,9 +56,8 @@ def applied_lines(worker) -> int:
     return len(re.findall(r"webhook event_id=\S+ .*outcome=fulfilled", worker.log.read_text()))
 
 
-def test_two_workers_racing_on_1000_events_apply_each_exactly_once(
-    db, client, database_url, redis_server, tmp_path
-):
+def thousand_paid_order_events(db) -> tuple[list[dict], int]:
+    """1,000 pending orders over 20 customers, and each one's checkout.session.completed."""
     users = [make_user() for _ in range(20)]
     template = make_order(users[0], "starter")
     orders = [template] + [
@@ -74,7 +75,29 @@ def test_two_workers_racing_on_1000_events_apply_each_exactly_once(
     db.session.add_all(orders)
     db.session.commit()  # one commit, not a thousand
     events = [make_event("checkout.session.completed", checkout_session(o)) for o in orders]
-    credits_each = orders[0].credits
+    return events, template.credits
+
+
+def assert_each_applied_once(db, credits_each: int) -> None:
+    """0 lost, 0 doubled: one grant per event, every order paid, balances to match."""
+    assert statuses() == {"processed": 1000}
+    assert count(LedgerEntry, LedgerEntry.kind == "grant") == 1000
+    doubled = db.session.execute(
+        select(LedgerEntry.stripe_event_id, func.count())
+        .where(LedgerEntry.kind == "grant")
+        .group_by(LedgerEntry.stripe_event_id)
+        .having(func.count() > 1)
+    ).all()
+    assert doubled == []
+    assert count(Order, Order.status != "paid") == 0
+    assert db.session.scalar(select(func.sum(User.balance))) == 1000 * credits_each
+    assert count(CreditLot) == 1000
+
+
+def test_two_workers_racing_on_1000_events_apply_each_exactly_once(
+    db, client, database_url, redis_server, tmp_path
+):
+    events, credits_each = thousand_paid_order_events(db)
 
     # Polling every 30 s: only NOTIFY can make them this quick.
     with worker_process.running(
@@ -86,27 +109,40 @@ def test_two_workers_racing_on_1000_events_apply_each_exactly_once(
         for event in events:
             assert post_event(client, event, apply=False).status_code == 200
         worker_process.wait_until(
-            lambda: statuses() == {"processed": 1000},
-            timeout=120,
-            message=f"not all applied: {statuses()}",
+            lambda: statuses() == {"processed": 1000}, timeout=180, message="not all applied"
         )
 
-    # Each event applied once: one grant per event, one attempt each, every order paid.
-    assert count(LedgerEntry, LedgerEntry.kind == "grant") == 1000
-    grants_per_event = db.session.execute(
-        select(LedgerEntry.stripe_event_id, func.count())
-        .where(LedgerEntry.kind == "grant")
-        .group_by(LedgerEntry.stripe_event_id)
-        .having(func.count() > 1)
-    ).all()
-    assert grants_per_event == []
+    assert_each_applied_once(db, credits_each)
     assert count(StripeEvent, StripeEvent.attempts != 1) == 0
-    assert count(Order, Order.status != "paid") == 0
-    assert db.session.scalar(select(func.sum(User.balance))) == 1000 * credits_each
-    assert count(CreditLot) == 1000
     # And both really worked: the thousand applications are split between them.
     done = [applied_lines(worker) for worker in workers]
     assert sum(done) == 1000 and min(done) > 0, done
+
+
+def test_a_worker_sigkilled_again_and_again_during_the_drain_loses_and_doubles_nothing(
+    db, database_url, redis_server, tmp_path
+):
+    events, credits_each = thousand_paid_order_events(db)
+    for event in events:
+        services.receive_event(event)  # stored, as the webhook stores them
+
+    kills = 0
+    with worker_process.running(database_url, redis_server.url, tmp_path, count=2) as workers:
+        deadline = time.monotonic() + 300
+        while statuses() != {"processed": 1000}:
+            assert time.monotonic() < deadline, f"not drained: {statuses()}"
+            worker_process.wait_until(
+                lambda: "started" in workers[0].log.read_text(), timeout=90, message="no start"
+            )
+            time.sleep(random.uniform(0.2, 1.0))  # let it work a little …
+            workers[0].kill()  # … then SIGKILL, wherever it is: mid-handler, mid-commit, idle
+            kills += 1
+            workers[0] = worker_process.start(
+                database_url, redis_server.url, tmp_path, name=f"killed{kills}"
+            )
+
+    assert kills >= 2
+    assert_each_applied_once(db, credits_each)
 
 
 def test_a_failing_handler_is_retried_with_backoff_then_dead(
