@@ -13,6 +13,7 @@ scrape time, so every worker reports the same truth.
 
 import logging
 import time
+from datetime import UTC, datetime
 
 from flask import Flask, g, request
 from prometheus_client import Counter, Histogram
@@ -41,7 +42,8 @@ CREDITS_CLAWED_BACK = Counter(
 )
 WEBHOOK_EVENTS = Counter(
     "billing_webhook_events_total",
-    "Stripe events received, by type and outcome (processed, ignored, duplicate, failed).",
+    "Stripe events: deliveries stored (queued) or repeated (duplicate), and applications "
+    "by the worker (processed, ignored, failed).",
     ["type", "outcome"],
 )
 WEBHOOK_PROCESSING = Histogram(
@@ -183,17 +185,21 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return family
 
 
-def observe_webhook(event: dict, outcome: str, started: float) -> None:
-    """Count one delivery by its outcome and time it; an applied event's lag too."""
+def observe_webhook(
+    event_type: str, outcome: str, started: float, *, created: datetime | None = None
+) -> None:
+    """Count one application of an event by outcome and time it; an applied event's lag too.
+
+    (The webhook counts each delivery as "queued" or "duplicate" when it stores it.)
+    """
     label = (
-        outcome
-        if outcome in ("duplicate", "failed")
+        "failed"
+        if outcome == "failed"
         else "ignored"
         if outcome.startswith("ignored")
         else "processed"
     )
     WEBHOOK_PROCESSING.observe(time.perf_counter() - started)
-    WEBHOOK_EVENTS.labels(type=str(event.get("type") or "unknown")[:100], outcome=label).inc()
-    created = event.get("created")
-    if label in ("processed", "ignored") and isinstance(created, int | float) and created > 0:
-        WEBHOOK_LAG.observe(max(0.0, time.time() - created))
+    WEBHOOK_EVENTS.labels(type=str(event_type or "unknown")[:100], outcome=label).inc()
+    if created is not None and label != "failed":
+        WEBHOOK_LAG.observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))

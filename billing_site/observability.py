@@ -13,9 +13,11 @@ from billing_site.stripe_gateway import STRIPE_API_VERSION
 # The API version the site is written for, which the gateway pins.
 PINNED_STRIPE_API_VERSION = STRIPE_API_VERSION
 RECENT_EVENTS = 50
-# Stored but not yet applied: today every event is applied on receipt; with the
-# webhook inbox (a worker applies stored events) "received" rows wait here.
-WAITING_STATUSES = ("received",)
+# Stored by the webhook, waiting for a worker's first attempt (a retrying event is
+# counted as failed instead, so one stuck event does not raise both alerts).
+WAITING_STATUSES = ("queued",)
+# A handler raised: "retrying" waits for its next attempt, "dead" for an admin.
+FAILED_STATUSES = ("retrying", "dead")
 
 
 @dataclass
@@ -54,7 +56,7 @@ def current_state() -> OperationalState:
     )
     state = OperationalState(
         last_received_at=_scalar(select(func.max(StripeEvent.received_at))),
-        failed_events=_count(StripeEvent, StripeEvent.status == "failed"),
+        failed_events=_count(StripeEvent, StripeEvent.status.in_(FAILED_STATUSES)),
         backlog_age_seconds=(now - oldest_waiting).total_seconds() if oldest_waiting else 0.0,
         recent_lag_seconds=_recent_lag(),
         payments_needing_review=_count(Order, Order.status == "needs_review"),
