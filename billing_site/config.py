@@ -73,6 +73,7 @@ def load_config() -> dict:
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "billing"),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute"),
         "CHECKOUT_RATE_LIMIT": os.environ.get("CHECKOUT_RATE_LIMIT", "5 per minute"),
+        "API_KEY_RATE_LIMIT": os.environ.get("API_KEY_RATE_LIMIT", "120 per minute"),
         "ANONYMOUS_DAILY_LIMIT": _int("ANONYMOUS_DAILY_LIMIT", 3),
         "PREMIUM_HOURLY_LIMIT": _int("PREMIUM_HOURLY_LIMIT", 100),
         "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0),

@@ -205,6 +205,26 @@ class LocalGateway:
         self._deliver(events)
         return result
 
+    def list_payment_methods(self, customer_id: str) -> dict:
+        """The test card (Visa 4242) once the customer has paid with it, as their default."""
+        with self._state() as state:
+            paid = any(
+                charge.get("customer") == customer_id and charge.get("paid")
+                for charge in state["charges"].values()
+            )
+        if not paid:
+            return {"data": [], "default_payment_method": None}
+        card = {"brand": "visa", "display_brand": "visa", "last4": "4242"}
+        method = {
+            "id": f"pm_local_{customer_id}",
+            "object": "payment_method",
+            "type": "card",
+            "customer": customer_id,
+            "card": {**card, "exp_month": 12, "exp_year": 2034, "funding": "credit"},
+            "livemode": False,
+        }
+        return {"data": [method], "default_payment_method": method["id"]}
+
     def list_events(self, *, created_since: int) -> Iterator[dict]:
         """Every recorded event created at or after `created_since`, oldest first."""
         with self._state() as state:
