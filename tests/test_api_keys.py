@@ -43,7 +43,11 @@ def test_a_key_is_shown_once_and_stored_only_as_its_hmac(app, client):
         assert not any(key in value for value in stored)
         assert (row.name, row.scopes, row.user_id) == ("my agent", ["read", "write"], user_id)
     me = client.get("/api/v1/me", headers=bearer(key))
-    assert (me.status_code, me.json["id"], me.json["balance"]) == (200, user_id, 15)  # with the month's 10 free
+    assert (me.status_code, me.json["id"], me.json["balance"]) == (
+        200,
+        user_id,
+        15,
+    )  # with the month's 10 free
 
 
 def test_using_a_key_records_when_it_was_last_used(app, client):
