@@ -35,6 +35,7 @@ def test_a_key_needs_no_csrf_token_but_a_cookie_session_still_does(app):
     )
 
     assert with_key.status_code == 201
+    assert "Set-Cookie" not in with_key.headers  # a key stands for this request only
     assert_error_shape(without_token, 400, "csrf_failed")
     assert with_token.status_code == 201
 
