@@ -18,6 +18,16 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(expire_credits_command)
     app.cli.add_command(reconcile_command)
     app.cli.add_command(sweep_generations_command)
+    app.cli.add_command(purge_idempotency_keys_command)
+
+
+@click.command("purge-idempotency-keys")
+@with_appcontext
+def purge_idempotency_keys_command():
+    """Delete API Idempotency-Key claims older than 24 hours (they can no longer replay)."""
+    from billing_site.api.idempotency import purge_expired
+
+    click.echo(f"Deleted {purge_expired()} expired idempotency key(s).")
 
 
 @click.command("expire-credits")

@@ -6,6 +6,7 @@ and all twenty get the same answer.
 """
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import requests
 from sqlalchemy import func, select
@@ -138,3 +139,25 @@ def test_a_malformed_idempotency_key_is_400(app, client):
         headers=bearer(key, **{"Idempotency-Key": "x" * 256}),
     )
     assert_error_shape(response, 400, "invalid_idempotency_key")
+
+
+def test_claims_expire_after_a_day_and_are_purged(app, client, runner):
+    user_id = make_customer(app, balance=5)
+    key = make_key(app, user_id)
+    headers = bearer(key, **{"Idempotency-Key": "old"})
+    client.post("/api/v1/generations", json={"prompt": "a cat"}, headers=headers)
+    with app.app_context():
+        claim = db.session.scalars(select(IdempotencyKey)).one()
+        claim.created_at -= timedelta(hours=25)
+        db.session.commit()
+
+    # Past 24 hours the key is free again: a new request, charged again.
+    again = client.post("/api/v1/generations", json={"prompt": "a dog"}, headers=headers)
+    assert again.status_code == 201
+    assert counts(app, user_id)[:2] == (2, 2)
+    with app.app_context():
+        claim = db.session.scalars(select(IdempotencyKey)).one()
+        claim.created_at -= timedelta(hours=25)
+        db.session.commit()
+    result = runner.invoke(args=["purge-idempotency-keys"])
+    assert result.output == "Deleted 1 expired idempotency key(s).\n"

@@ -156,3 +156,12 @@ def release(claim_id: int) -> None:
     db.session.rollback()
     db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == claim_id))
     db.session.commit()
+
+
+def purge_expired() -> int:
+    """Delete every claim older than 24 hours (`flask purge-idempotency-keys`); how many."""
+    result = db.session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - LIFETIME)
+    )
+    db.session.commit()
+    return result.rowcount
