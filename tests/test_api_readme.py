@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import requests
 from sqlalchemy import func, select
 
 from billing_site.extensions import db
@@ -41,7 +42,8 @@ def test_the_readme_client_runs_against_the_site(app, live_server, tmp_path):
     lines = finished.stdout.splitlines()
     assert lines[0] == "has credit: True balance: 10"
     assert lines[1:6] == [f"generation {n} charged 1 balance after {10 - n}" for n in range(1, 6)]
-    assert re.fullmatch(r"pay \$5\.00 at http://localhost/dev/checkout/cs_\S+", lines[6])
+    checkout_url = re.fullmatch(r"pay \$5\.00 at (http://localhost/dev/checkout/cs_\S+)", lines[6])
+    assert checkout_url
     assert lines[7].startswith("used 5 of 10 until ")
     assert re.fullmatch(r"payment \d+ pending \$5\.00", lines[8])
     with app.app_context():
@@ -53,3 +55,21 @@ def test_the_readme_client_runs_against_the_site(app, live_server, tmp_path):
             "from the account page",
             "nightly images",
         ]
+
+    # A person pays at the checkout URL (the local stand-in plays Stripe, webhook and all);
+    # the program then sees the payment and the credits.
+    session_id = checkout_url.group(1).rsplit("/", 1)[-1]
+    with app.app_context():
+        app.extensions["stripe_gateway"].pay_checkout_session(session_id)
+    headers = {"Authorization": f"Bearer {key}"}
+    [payment] = requests.get(f"{live_server}/api/v1/payments", headers=headers, timeout=10).json()[
+        "data"
+    ]
+    assert (payment["status"], payment["credits"], payment["amount"]["display"]) == (
+        "paid",
+        20,
+        "$5.00",
+    )
+    assert payment["receipt_url"].endswith(f"/account/orders/{payment['id']}/receipt")
+    me = requests.get(f"{live_server}/api/v1/me", headers=headers, timeout=10).json()
+    assert me["balance"] == 5 + 20
