@@ -3,7 +3,9 @@
 Every /api/v1 view is registered through `route`, which puts it under the per-key
 rate limit, so no route can forget it. An `Authorization: Bearer` key counts for
 this request only (no session, no cookie) and needs no CSRF token; a cookie
-session still does, as on the pages.
+session still does, as on the pages. A request with neither carries no credential
+a forged request could borrow, so it needs no token either: that is the anonymous
+caller (the free credit check and free generations), capped per client as on the page.
 """
 
 from flask import Blueprint, current_app, g, request
