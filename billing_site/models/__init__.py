@@ -12,6 +12,7 @@ from billing_site.models.billing import (
     Subscription,
 )
 from billing_site.models.generation import Generation
+from billing_site.models.settings import SiteSetting
 from billing_site.models.types import UTCDateTime, utcnow
 from billing_site.models.user import User
 
@@ -27,6 +28,7 @@ __all__ = [
     "ORDER_STATUSES",
     "Order",
     "Refund",
+    "SiteSetting",
     "StripeEvent",
     "Subscription",
     "UTCDateTime",
