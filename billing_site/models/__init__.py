@@ -6,10 +6,12 @@ from billing_site.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
     ORDER_STATUSES,
     CreditLot,
+    JobRun,
     LedgerEntry,
     Order,
     StripeEvent,
     Subscription,
+    WorkerHeartbeat,
 )
 from billing_site.models.generation import Generation
 from billing_site.models.settings import SiteSetting
@@ -23,6 +25,7 @@ __all__ = [
     "CreditLot",
     "Dispute",
     "Generation",
+    "JobRun",
     "LIVE_SUBSCRIPTION_STATUSES",
     "LedgerEntry",
     "ORDER_STATUSES",
@@ -33,5 +36,6 @@ __all__ = [
     "Subscription",
     "UTCDateTime",
     "User",
+    "WorkerHeartbeat",
     "utcnow",
 ]
