@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import func, or_, select
 
 from billing_site import audit, credits
+from billing_site.disputes import OPEN_STATUSES
 from billing_site.extensions import db
 from billing_site.models import (
     AuditLog,
@@ -29,12 +30,7 @@ from billing_site.models import (
 PER_PAGE = 25
 LEDGER_PER_PAGE = 20
 PAID_ORDER_STATUSES = ("paid", "partially_refunded", "refunded", "disputed")
-OPEN_DISPUTE_STATUSES = (
-    "warning_needs_response",
-    "warning_under_review",
-    "needs_response",
-    "under_review",
-)
+OPEN_DISPUTE_STATUSES = OPEN_STATUSES
 EVENT_STATUSES = ("received", "processed", "ignored", "failed")
 
 
