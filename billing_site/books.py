@@ -141,3 +141,34 @@ def _int(value, default: int = 0) -> int:
         return int(value) if value is not None else default
     except (TypeError, ValueError):
         return default
+
+
+# --- how a payment reads -------------------------------------------------------------------
+
+CUSTOMER_STATUS = {
+    "paid": "Paid",
+    "refunded": "Refunded",
+    "partially_refunded": "Partially refunded",
+    "disputed": "Disputed",
+    "failed": "Failed",
+    "needs_review": "Needs review",
+    "expired": "Expired",
+    "pending": "Pending",
+}
+
+
+def money_text(cents: int, currency: str) -> str:
+    """"$20.00" for dollars; "2,000 JPY" or "20.00 EUR" for other currencies."""
+    from billing_site.admin.order_export import major_units
+
+    if (currency or "usd").lower() == "usd":
+        sign = "-" if cents < 0 else ""
+        return f"{sign}${abs(cents) / 100:,.2f}"
+    return f"{major_units(cents, currency)} {currency.upper()}"
+
+
+def payment_label(order: Order) -> str:
+    """What the payment was for, in the customer's words."""
+    from billing_site.invoices import describe
+
+    return describe(order)

@@ -438,6 +438,7 @@ def apply_charge_refunded(charge: dict, *, stripe_event_id: str | None = None) -
     if order is None:
         return "unknown_order"
     order.charge_id = order.charge_id or charge.get("id")
+    order.receipt_url = order.receipt_url or charge.get("receipt_url")
     gap = min(int(charge.get("amount_refunded") or 0), order.amount_cents)
     gap -= order.amount_refunded_cents
     if gap <= 0:
