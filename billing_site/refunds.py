@@ -33,7 +33,8 @@ REFUND_REASONS = {
     "duplicate": "Duplicate",
     "fraudulent": "Fraudulent",
 }
-REFUNDABLE_STATUSES = ("paid", "partially_refunded")
+# A payment under review can be refunded: that is one way an admin resolves it.
+REFUNDABLE_STATUSES = ("paid", "partially_refunded", "needs_review")
 # Stripe forgets an idempotency key after 24 hours; a retry after that could
 # create a second refund, so older pending refunds are settled by reconcile only.
 RETRY_WINDOW = timedelta(hours=23)
@@ -599,9 +600,13 @@ def _claw_back_refunded_share(order: Order, *, reference: str, stripe_event_id: 
 
 
 def _update_status(order: Order) -> None:
-    # An open dispute outranks refunds; closing it recomputes the status.
+    # An open dispute outranks refunds; closing it recomputes the status. A payment
+    # under review stays so until it is refunded in full.
+    status = settled_status(order.amount_cents, order.amount_refunded_cents)
+    if order.status == "needs_review" and status != "refunded":
+        return
     if order.status != "disputed":
-        order.status = settled_status(order.amount_cents, order.amount_refunded_cents)
+        order.status = status
 
 
 def pack_lot_expiry(order: Order):
