@@ -158,7 +158,7 @@ CUSTOMER_STATUS = {
 
 
 def money_text(cents: int, currency: str) -> str:
-    """"$20.00" for dollars; "2,000 JPY" or "20.00 EUR" for other currencies."""
+    """ "$20.00" for dollars; "2,000 JPY" or "20.00 EUR" for other currencies."""
     from billing_site.admin.order_export import major_units
 
     if (currency or "usd").lower() == "usd":

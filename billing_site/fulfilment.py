@@ -122,7 +122,9 @@ def _copy_session_ids(order: Order, session: dict) -> None:
 
 
 def _invoice_booked(invoice_id: str) -> bool:
-    return db.session.scalar(select(Order.id).where(Order.stripe_invoice_id == invoice_id)) is not None
+    return (
+        db.session.scalar(select(Order.id).where(Order.stripe_invoice_id == invoice_id)) is not None
+    )
 
 
 def apply_events_that_came_early(order: Order) -> int:

@@ -321,7 +321,10 @@ def _other_kept_subscription(order: Order) -> Order | None:
             Order.status.in_(("paid", "partially_refunded", "disputed")),
             Order.stripe_subscription_id.is_not(None),
             Order.stripe_subscription_id != order.stripe_subscription_id,
-            or_(Order.failure_reason.is_(None), Order.failure_reason != invoices.DUPLICATE_SUBSCRIPTION),
+            or_(
+                Order.failure_reason.is_(None),
+                Order.failure_reason != invoices.DUPLICATE_SUBSCRIPTION,
+            ),
             or_(Subscription.id.is_(None), Subscription.status.not_in(TERMINAL_STATUSES)),
         )
         .order_by(Order.paid_at, Order.id)

@@ -65,6 +65,51 @@ def tier_of(user: User) -> Tier:
 # --- the free tier's monthly allowance -------------------------------------------------
 
 
+# A pack bought and not refunded (in full) or charged back unlocks the pack models.
+PACK_UNLOCK_STATUSES = ("paid", "partially_refunded")
+
+
+def has_bought_pack(user_id: int) -> bool:
+    return (
+        db.session.scalar(
+            select(Order.id)
+            .where(
+                Order.user_id == user_id,
+                Order.kind == "pack",
+                Order.status.in_(PACK_UNLOCK_STATUSES),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def unlocked_models(user: User, tier: Tier | None = None) -> tuple[str, ...]:
+    """The models this customer may use: their plan's, plus the pack models if they bought one."""
+    tier = tier or tier_of(user)
+    catalog = current_catalog()
+    if not has_bought_pack(user.id):
+        return tier.models
+    extra = tuple(m for m in catalog.pack_models if m not in tier.models)
+    return tier.models + extra
+
+
+def model_offers() -> dict[str, str]:
+    """Per model, what gives it: "Free, Basic, Premium and credit packs"."""
+    catalog = current_catalog()
+    offers = {}
+    for model in catalog.models:
+        names = [tier.name for tier in catalog.tiers if model.id in tier.models]
+        if model.id in catalog.pack_models:
+            names.append("credit packs")
+        offers[model.id] = (
+            ", ".join(names[:-1])
+            + (" and " if len(names) > 1 else "")
+            + (names[-1] if names else "no plan")
+        )
+    return offers
+
+
 def month_start(moment: datetime) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
