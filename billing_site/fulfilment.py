@@ -15,7 +15,7 @@ from sqlalchemy import select
 from billing_site import books, credits
 from billing_site.catalog import PACK_CREDIT_LIFETIME_DAYS
 from billing_site.extensions import db
-from billing_site.models import Order, StripeEvent, utcnow
+from billing_site.models import Order, StripeEvent, User, utcnow
 from billing_site.stripe_gateway import stripe_id
 from billing_site.webhook.registry import handler_for
 
@@ -76,6 +76,7 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
     Returns the outcome. A currency or an amount Stripe reports that the order
     did not expect (and no discount explains) grants nothing: `needs_review`.
     """
+    _lock_customer(_user_of_session(session))  # customer first (subscriptions: LOCK ORDER)
     order = lock_order_for_session(session)
     if order is None:
         return "unknown_order"
@@ -102,6 +103,22 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
         keep_one_live_subscription(order)
     applied = apply_events_that_came_early(order)
     return f"fulfilled; applied {applied} earlier event(s)" if applied else "fulfilled"
+
+
+def _user_of_session(session: dict) -> int | None:
+    """Whose order this session is for (read without a lock, to lock the customer first)."""
+    user_id = db.session.scalar(
+        select(Order.user_id).where(Order.checkout_session_id == session["id"])
+    )
+    if user_id is not None:
+        return user_id
+    metadata_user = str((session.get("metadata") or {}).get("user_id") or "")
+    return int(metadata_user) if metadata_user.isdigit() and len(metadata_user) < 19 else None
+
+
+def _lock_customer(user_id: int | None) -> None:
+    if user_id is not None:
+        db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
 def mark_paid(order: Order, paid_at=None) -> None:

@@ -32,7 +32,7 @@ def book_invoice(invoice: dict, row: Subscription) -> tuple[Order, str]:
     if invoice.get("billing_reason") == "subscription_create":
         order = _lock_first_order(invoice, row)
         if order is not None:
-            return order, _attach_first_invoice(order, invoice)
+            return order, _attach_first_invoice(order, invoice, row)
     return _insert_invoice_order(invoice, row)
 
 
@@ -81,11 +81,12 @@ def _lock_first_order(invoice: dict, row: Subscription) -> Order | None:
     return order
 
 
-def _attach_first_invoice(order: Order, invoice: dict) -> str:
+def _attach_first_invoice(order: Order, invoice: dict, row: Subscription) -> str:
     from billing_site import fulfilment
     from billing_site.subscriptions import keep_one_live_subscription
 
     order.stripe_invoice_id = invoice["id"]
+    order.stripe_subscription_id = order.stripe_subscription_id or row.stripe_subscription_id
     _copy_invoice_ids(order, invoice)
     if order.status not in fulfilment.FULFILLABLE_STATUSES:
         # The Checkout Session came first and booked it; a duplicate may be refundable now.

@@ -5,6 +5,12 @@ applied only if it is not older than the newest one already applied
 (`Subscription.last_event_at`), and a canceled subscription is terminal: no
 `updated` event, however late or early, brings it back. Nothing here commits;
 the webhook's dispatcher commits once per event.
+
+LOCK ORDER: a subscription's events and its first payment lock the customer's
+row first, then the subscription and order rows. Inserting a subscription or
+an order takes a key-share lock on the customer, so any other order (rows, then
+the customer) deadlocks against the one-live-subscription check, which must
+hold the customer while it looks at their other payments.
 """
 
 from datetime import UTC, datetime
@@ -32,6 +38,7 @@ def apply_subscription(subscription: dict, event_created: int, *, deleted: bool 
     user = find_user(subscription.get("metadata"), subscription.get("customer"))
     if user is None:
         return "unknown_user"
+    credits.lock_user(user.id)  # customer first, then their rows (see LOCK ORDER)
     tier = tier_of_subscription(subscription)
     existing = lock_subscription(subscription["id"])
     if existing is None and tier is None:
@@ -50,6 +57,10 @@ def renew_from_invoice(invoice: dict, event_created: int, stripe_event_id: str) 
     subscription_id = subscription_id_of_invoice(invoice)
     if subscription_id is None:
         return "ignored: not a subscription invoice"
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    user = find_user(details.get("metadata"), invoice.get("customer"))
+    if user is not None:
+        credits.lock_user(user.id)  # customer first, then their rows (see LOCK ORDER)
     row = lock_subscription(subscription_id) or _create_from_invoice(invoice, event_created)
     if row is None:
         return "unknown_subscription"
