@@ -72,7 +72,7 @@ def apply_dispute(
     order = lock_order_for_payment(obj.get("payment_intent"), obj.get("charge"))
     dispute = _lock_dispute(obj["id"]) or _new_dispute(obj)
     status = obj.get("status") or "needs_response"
-    if _is_stale(dispute, status, stripe_event_id, event_created):
+    if _is_stale(dispute, status, stripe_event_id, event_created) or _goes_back(dispute, status):
         return f"noop: stale event (dispute {dispute.status})"
     _copy_fields(dispute, obj, order)
     if order is None:
@@ -82,6 +82,14 @@ def apply_dispute(
     if status not in TAKING_STATUSES:
         return f"recorded: unknown dispute status {status}"
     return _take_credits(order, dispute, stripe_event_id)
+
+
+def _goes_back(dispute: Dispute, status: str) -> bool:
+    """A closed dispute moves only to another outcome or to an appeal, never back to
+    the stages before its close (Stripe's lifecycle), whatever the events' times."""
+    if dispute.id is None or dispute.status not in CLOSED_STATUSES:
+        return False
+    return STAGE.get(status, 1) < STAGE["won"]
 
 
 def _is_stale(dispute: Dispute, status: str, event_id: str | None, created: int | None) -> bool:

@@ -25,14 +25,16 @@ DUPLICATE_SUBSCRIPTION = "duplicate subscription"
 
 def book_invoice(invoice: dict, row: Subscription) -> tuple[Order, str]:
     """The order for this paid invoice, created or completed once; and what happened."""
+    first = invoice.get("billing_reason") == "subscription_create"
     order = _lock_by_invoice(invoice["id"])
+    if order is None and first:
+        order = _lock_first_order(invoice, row)
+    if order is not None and first and order.kind == "subscription":
+        # However often it comes, and before or after its Checkout Session.
+        return order, _attach_first_invoice(order, invoice, row)
     if order is not None:
         _copy_invoice_ids(order, invoice)
         return order, f"noop: invoice already booked as order {order.id}"
-    if invoice.get("billing_reason") == "subscription_create":
-        order = _lock_first_order(invoice, row)
-        if order is not None:
-            return order, _attach_first_invoice(order, invoice, row)
     return _insert_invoice_order(invoice, row)
 
 

@@ -83,3 +83,40 @@ def test_two_subscriptions_racing_to_active_leave_one_live_and_refund_the_other_
     log_in(client, user)
     page = client.get("/account/billing").get_data(as_text=True)
     assert "we refunded the second subscription" in page and "Refunded" in page
+
+
+@pytest.mark.parametrize("checkouts_first", [True, False])
+def test_the_second_subscription_is_refunded_once_whichever_event_books_it(
+    db, client, app, checkouts_first
+):
+    user = make_user("second@example.com")
+    gateway = current_gateway()
+    with app.test_request_context():
+        first = start_plan_checkout(user, "basic").order
+        second = start_plan_checkout(user, "premium").order
+    events = []
+    for order in (first, second):
+        events += gateway.pay_checkout_session(order.checkout_session_id, deliver=False)
+    if checkouts_first:  # both Checkout Sessions before either invoice
+        events.sort(key=lambda e: e["type"] != "checkout.session.completed")
+
+    for event in events + events:
+        response = client.post(
+            "/stripe/webhook",
+            data=json.dumps(event),
+            headers={"Stripe-Signature": signature_for(json.dumps(event))},
+            content_type="application/json",
+        )
+        assert response.status_code == 200
+
+    db.session.expire_all()
+    kept, refunded = db.session.get(Order, first.id), db.session.get(Order, second.id)
+    assert (kept.status, refunded.status) == ("paid", "refunded")
+    assert refunded.customer_notice == "You already had Basic; we refunded the second subscription."
+    assert db.session.scalar(select(func.count()).select_from(Refund)) == 1
+    rows = {s.stripe_subscription_id: s.status for s in db.session.scalars(select(Subscription))}
+    assert rows == {
+        kept.stripe_subscription_id: "active",
+        refunded.stripe_subscription_id: "canceled",
+    }
+    assert db.session.get(User, user.id).balance == 200
