@@ -9,13 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+import responses
 from sqlalchemy import func, select
 
 from billing_site.checkout.services import start_plan_checkout
 from billing_site.models import AuditLog, Order, Refund, Subscription, User
 from billing_site.stripe_gateway import current_gateway
 from tests.factories import log_in, make_user
-from tests.stripe_events import signature_for
+from tests.stripe_events import signature_for, stripe_object
 
 
 def post(live_server: str, event: dict) -> int:
@@ -120,3 +121,17 @@ def test_the_second_subscription_is_refunded_once_whichever_event_books_it(
         refunded.stripe_subscription_id: "canceled",
     }
     assert db.session.get(User, user.id).balance == 200
+
+
+@responses.activate
+def test_the_stripe_gateway_cancels_a_subscription_now_with_its_idempotency_key(make_app):
+    app = make_app(STRIPE_SECRET_KEY="sk_test_123")
+    subscription = stripe_object("subscription", id="sub_dup", status="canceled")
+    responses.delete("https://api.stripe.com/v1/subscriptions/sub_dup", json=subscription)
+    with app.app_context():
+        answer = current_gateway().cancel_subscription("sub_dup", idempotency_key="cancel-dup-7")
+
+    assert answer["status"] == "canceled"
+    (call,) = responses.calls
+    assert call.request.method == "DELETE"
+    assert call.request.headers["Idempotency-Key"] == "cancel-dup-7"
