@@ -134,4 +134,4 @@ def test_the_stripe_gateway_cancels_a_subscription_now_with_its_idempotency_key(
     assert answer["status"] == "canceled"
     (call,) = responses.calls
     assert call.request.method == "DELETE"
-    assert call.request.headers["Idempotency-Key"] == "cancel-dup-7"
+    assert call.request.headers["Idempotency-Key"].endswith("cancel-dup-7")  # installation prefix

@@ -1,14 +1,14 @@
 """Orders become the payment record: what Stripe took, invoices, renewals
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
