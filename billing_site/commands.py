@@ -19,6 +19,10 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(reconcile_command)
     app.cli.add_command(sweep_generations_command)
 
+    from billing_site.stripe_cli import stripe_group
+
+    app.cli.add_command(stripe_group)
+
 
 @click.command("expire-credits")
 def expire_credits_command():

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from billing_site import credits
+from billing_site import credits, stripe_catalog
 from billing_site.catalog import current_catalog
 from billing_site.extensions import db, dialect_insert
 from billing_site.models import Order, Subscription, User
@@ -108,11 +108,16 @@ def find_user(metadata: dict | None, customer) -> User | None:
 
 
 def tier_of_subscription(subscription: dict) -> str | None:
-    """The catalog tier: metadata.tier, else the order in its metadata, else by price."""
-    tier = tier_from_metadata(subscription.get("metadata"))
+    """The catalog tier: by its Price, else metadata.tier or the order there, else by amount.
+
+    The Price comes first: a plan change made anywhere (the site, the billing
+    portal, the dashboard) switches the Price but not the metadata.
+    """
+    price = _first_item(subscription).get("price") or {}
+    tier = stripe_catalog.tier_of_price(price) or tier_from_metadata(subscription.get("metadata"))
     if tier:
         return tier
-    amount = (_first_item(subscription).get("price") or {}).get("unit_amount")
+    amount = price.get("unit_amount")
     return next(
         (t.id for t in current_catalog().tiers if not t.is_free and t.price_cents == amount), None
     )

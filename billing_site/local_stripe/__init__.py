@@ -20,7 +20,7 @@ handler never waits on a row the view still holds locked; outside a request
 in a fresh thread, hence in its own app context and database session.
 
 The package is split by resource: state (the file, locks, ids, recorded
-events), checkout (customers, sessions, payment intents, charges),
+events), catalog (products and prices), checkout (customers, sessions, payment intents, charges),
 subscriptions (subscriptions and their invoices), refunds, portal, and
 delivery (posting events to the webhook). LocalGateway puts them together.
 
@@ -30,6 +30,7 @@ It never runs in production (see build_gateway and the check below).
 from pathlib import Path
 
 from billing_site.config import INSTANCE_DIR, ConfigError
+from billing_site.local_stripe.catalog import CatalogMixin
 from billing_site.local_stripe.checkout import CheckoutMixin
 from billing_site.local_stripe.delivery import DeliveryMixin
 from billing_site.local_stripe.portal import PortalMixin
@@ -41,7 +42,13 @@ __all__ = ["API_VERSION", "LocalGateway", "add_month"]
 
 
 class LocalGateway(
-    CheckoutMixin, SubscriptionsMixin, RefundsMixin, PortalMixin, DeliveryMixin, StateMixin
+    CatalogMixin,
+    CheckoutMixin,
+    SubscriptionsMixin,
+    RefundsMixin,
+    PortalMixin,
+    DeliveryMixin,
+    StateMixin,
 ):
     """Stripe's API, played locally; see the module docstring."""
 

@@ -36,11 +36,12 @@ class CheckoutMixin:
             return copy.deepcopy(customer)
 
     def create_checkout_session(self, params: dict, *, idempotency_key: str) -> dict:
-        _check_checkout_params(params)
         with self._state() as state:
             replay = self._replay(state, idempotency_key)
             if replay:
                 return replay
+            params = {**params, "line_items": self._inline_prices(state, params)}
+            _check_checkout_params(params)
             session = self._new_checkout_session(state, params)
             state["session_extras"][session["id"]] = {
                 "line_items": params["line_items"],
@@ -49,6 +50,29 @@ class CheckoutMixin:
             }
             self._store(state, "checkout_sessions", session, idempotency_key)
             return copy.deepcopy(session)
+
+    def _inline_prices(self, state: dict, params: dict) -> list[dict]:
+        """Line items with a Price id, written out as the price_data they stand for."""
+        items = []
+        for item in params.get("line_items") or []:
+            if "price" not in item:
+                items.append(item)
+                continue
+            price = self._get(state, "prices", item["price"])
+            if not price["active"]:
+                raise GatewayError(
+                    f"The price specified is inactive: {price['id']}", code="price_inactive"
+                )
+            product = state["products"].get(price["product"]) or {}
+            price_data = {
+                "currency": price["currency"],
+                "unit_amount": price["unit_amount"],
+                "product_data": {"name": product.get("name") or price.get("nickname")},
+            }
+            if price["recurring"]:
+                price_data["recurring"] = {"interval": price["recurring"]["interval"]}
+            items.append({**item, "price_data": price_data})
+        return items
 
     def retrieve_checkout_session(self, session_id: str) -> dict:
         with self._state() as state:

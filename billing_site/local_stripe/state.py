@@ -28,6 +28,10 @@ COLLECTIONS = (
     "charges",
     "refunds",
     "portal_sessions",
+    "products",
+    "prices",
+    "disputes",
+    "subscription_schedules",
     "idempotency",
 )
 

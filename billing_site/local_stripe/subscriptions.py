@@ -105,10 +105,13 @@ class SubscriptionsMixin:
         ]
 
     def _subscription(self, state: dict, session: dict, extras: dict) -> dict:
-        price_data = extras["line_items"][0]["price_data"]
+        line = extras["line_items"][0]
+        price_data = line["price_data"]
         subscription_id = _new_id("sub")
         start = _now()
-        price = {
+        # A catalog Price as it is (the portal and plan changes can name it); an
+        # inline price_data gets a Price of its own, as at Stripe.
+        price = copy.deepcopy(state["prices"].get(line.get("price") or "")) or {
             "id": _new_id("price"),
             "object": "price",
             "active": True,
