@@ -3,14 +3,14 @@
 import time
 
 import click
+from flask.cli import AppGroup
 
 from billing_site.commands import parse_window
 from billing_site.stripe_gateway import GatewayError
 
 
-@click.group("stripe")
-def stripe_group():
-    """Commands that compare the site with its Stripe account."""
+# An AppGroup: each command runs in an app context, invoked by `flask` or a test.
+stripe_group = AppGroup("stripe", help="Commands that compare the site with its Stripe account.")
 
 
 @stripe_group.command("sync-catalog")
