@@ -8,13 +8,14 @@ from flask.cli import AppGroup
 from billing_site.commands import parse_window
 from billing_site.stripe_gateway import GatewayError
 
-
 # An AppGroup: each command runs in an app context, invoked by `flask` or a test.
 stripe_group = AppGroup("stripe", help="Commands that compare the site with its Stripe account.")
 
 
 @stripe_group.command("sync-catalog")
-@click.option("--apply", "apply", is_flag=True, help="Write the changes (default: only print them).")
+@click.option(
+    "--apply", "apply", is_flag=True, help="Write the changes (default: only print them)."
+)
 def sync_catalog_command(apply: bool):
     """Create or update the catalog's Products and Prices in Stripe (a dry run unless --apply)."""
     from billing_site import stripe_catalog
