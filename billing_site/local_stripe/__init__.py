@@ -21,7 +21,8 @@ in a fresh thread, hence in its own app context and database session.
 
 The package is split by resource: state (the file, locks, ids, recorded
 events), catalog (products and prices), checkout (customers, sessions, payment intents, charges),
-subscriptions (subscriptions and their invoices), refunds, portal, and
+subscriptions (subscriptions and their invoices), plans (previews, price
+changes, schedules), refunds, portal, and
 delivery (posting events to the webhook). LocalGateway puts them together.
 
 It never runs in production (see build_gateway and the check below).
@@ -33,6 +34,7 @@ from billing_site.config import INSTANCE_DIR, ConfigError
 from billing_site.local_stripe.catalog import CatalogMixin
 from billing_site.local_stripe.checkout import CheckoutMixin
 from billing_site.local_stripe.delivery import DeliveryMixin
+from billing_site.local_stripe.plans import PlansMixin
 from billing_site.local_stripe.portal import PortalMixin
 from billing_site.local_stripe.refunds import RefundsMixin
 from billing_site.local_stripe.state import API_VERSION, StateMixin, add_month
@@ -45,6 +47,7 @@ class LocalGateway(
     CatalogMixin,
     CheckoutMixin,
     SubscriptionsMixin,
+    PlansMixin,
     RefundsMixin,
     PortalMixin,
     DeliveryMixin,

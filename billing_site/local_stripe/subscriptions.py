@@ -152,6 +152,7 @@ class SubscriptionsMixin:
                 "has_more": False,
             },
             "latest_invoice": None,
+            "schedule": None,
             "livemode": False,
             "metadata": _strings((extras["subscription_data"] or {}).get("metadata")),
             "start_date": start,
@@ -279,6 +280,8 @@ class SubscriptionsMixin:
         ended = (item["current_period_start"], item["current_period_end"])
         period = (ended[1], add_month(ended[1]))
         item.update(current_period_start=period[0], current_period_end=period[1])
+        # A downgrade scheduled for this renewal switches the Price before it is billed.
+        self._start_next_phase(state, subscription)
         invoice = self._invoice(state, subscription, "subscription_cycle", period, ended)
         subscription["latest_invoice"] = invoice["id"]
         if succeed:
