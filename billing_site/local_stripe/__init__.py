@@ -20,10 +20,11 @@ handler never waits on a row the view still holds locked; outside a request
 in a fresh thread, hence in its own app context and database session.
 
 The package is split by resource: state (the file, locks, ids, recorded
-events), catalog (products and prices), checkout (customers, sessions, payment intents, charges),
-subscriptions (subscriptions and their invoices), plans (previews, price
-changes, schedules), refunds, portal, and
-delivery (posting events to the webhook). LocalGateway puts them together.
+events), catalog (products and prices), checkout (customers, sessions,
+payment intents, charges), promotions (TEST50, FREE100), subscriptions
+(subscriptions and their invoices), plans (previews, price changes,
+schedules), refunds and disputes, portal, and delivery (posting events to
+the webhook). LocalGateway puts them together.
 
 It never runs in production (see build_gateway and the check below).
 """
@@ -36,6 +37,7 @@ from billing_site.local_stripe.checkout import CheckoutMixin
 from billing_site.local_stripe.delivery import DeliveryMixin
 from billing_site.local_stripe.plans import PlansMixin
 from billing_site.local_stripe.portal import PortalMixin
+from billing_site.local_stripe.promotions import PromotionsMixin
 from billing_site.local_stripe.refunds import RefundsMixin
 from billing_site.local_stripe.state import API_VERSION, StateMixin, add_month
 from billing_site.local_stripe.subscriptions import SubscriptionsMixin
@@ -46,6 +48,7 @@ __all__ = ["API_VERSION", "LocalGateway", "add_month"]
 class LocalGateway(
     CatalogMixin,
     CheckoutMixin,
+    PromotionsMixin,
     SubscriptionsMixin,
     PlansMixin,
     RefundsMixin,

@@ -149,6 +149,7 @@ class CheckoutMixin:
             "customer": params.get("customer"),
             "customer_details": {"email": customer["email"] if customer else None},
             "customer_email": params.get("customer_email"),
+            "discounts": [],
             "expires_at": created + SESSION_LIFETIME_SECONDS,
             "invoice": None,
             "livemode": False,
@@ -166,6 +167,10 @@ class CheckoutMixin:
         }
 
     def _complete_payment(self, state: dict, session: dict) -> list[dict]:
+        if session["amount_total"] == 0:
+            # A 100% code: Stripe completes the session with no payment intent at all.
+            session.update(status="complete", payment_status="no_payment_required")
+            return [self._event(state, "checkout.session.completed", session)]
         intent = state["payment_intents"].get(session["payment_intent"] or "")
         if intent is None:
             intent = self._payment_intent(

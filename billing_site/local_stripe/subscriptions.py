@@ -89,6 +89,7 @@ class SubscriptionsMixin:
         invoice = self._invoice(
             state, subscription, "subscription_create", period, (period[0], period[0])
         )
+        self._discount_first_invoice(state, session, invoice)
         self._mark_invoice_paid(state, invoice, subscription)
         subscription["latest_invoice"] = invoice["id"]
         session.update(
@@ -189,6 +190,8 @@ class SubscriptionsMixin:
             "currency": subscription["currency"],
             "customer": subscription["customer"],
             "customer_email": customer.get("email"),
+            "discounts": [],
+            "total_discount_amounts": [],
             "hosted_invoice_url": None,
             "lines": {
                 "object": "list",
@@ -248,26 +251,27 @@ class SubscriptionsMixin:
         return invoice
 
     def _mark_invoice_paid(self, state: dict, invoice: dict, subscription: dict) -> None:
-        metadata = {**subscription["metadata"], "invoice": invoice["id"]}
-        intent = self._payment_intent(
-            state, invoice, status="succeeded", metadata=metadata, customer=invoice["customer"]
-        )
-        self._charge(state, intent)
+        payments = []
+        # Nothing due (a 100% code, a proration that nets to zero): paid with no charge.
+        if invoice["amount_due"] > 0:
+            metadata = {**subscription["metadata"], "invoice": invoice["id"]}
+            intent = self._payment_intent(
+                state, invoice, status="succeeded", metadata=metadata, customer=invoice["customer"]
+            )
+            self._charge(state, intent)
+            payments.append(
+                {
+                    "object": "invoice_payment",
+                    "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+                    "status": "paid",
+                }
+            )
         invoice.update(
             status="paid",
             amount_paid=invoice["amount_due"],
             amount_remaining=0,
             status_transitions={"finalized_at": invoice["created"], "paid_at": _now()},
-            payments={
-                "object": "list",
-                "data": [
-                    {
-                        "object": "invoice_payment",
-                        "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
-                        "status": "paid",
-                    }
-                ],
-            },
+            payments={"object": "list", "data": payments},
         )
 
     def _advance_period(self, state: dict, subscription: dict, *, succeed: bool) -> list[dict]:
