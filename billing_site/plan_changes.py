@@ -8,7 +8,9 @@ while Stripe is asked, so confirming twice (two tabs, a double click, a retry)
 updates Stripe once. After Stripe has taken the money the row's tier changes in
 the same transaction, so the next page shows the new tier; the
 customer.subscription.updated that follows says the same (the tier is read from
-the Price, see subscriptions.tier_of_subscription).
+the Price, see subscriptions.tier_of_subscription). The allowance becomes the new
+tier's less what this period already spent: the difference is added as a lot
+keyed by the proration invoice (unlimited tiers need none).
 
 A downgrade (to a cheaper tier) is a subscription schedule: this period on the
 current Price, the next ones on the new Price, then released. Nothing is
@@ -27,11 +29,11 @@ from datetime import UTC, datetime
 from flask import session
 from sqlalchemy import select
 
-from billing_site import stripe_catalog
+from billing_site import credits, stripe_catalog
 from billing_site.catalog import Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.models import LIVE_SUBSCRIPTION_STATUSES, Subscription, User
-from billing_site.stripe_gateway import GatewayError, current_gateway
+from billing_site.stripe_gateway import GatewayError, current_gateway, stripe_id
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,7 @@ def confirm_upgrade(user: User, tier_id: str, token: str) -> Tier:
     if subscription.stripe_schedule_id:
         _release_schedule(subscription)
     try:
-        current_gateway().update_subscription(
+        updated = current_gateway().update_subscription(
             subscription.stripe_subscription_id,
             {
                 "items": [_item_change(stripe_subscription, tier)],
@@ -205,12 +207,35 @@ def confirm_upgrade(user: User, tier_id: str, token: str) -> Tier:
             "plan upgrade failed id=%s error=%s", subscription.stripe_subscription_id, error.message
         )
         raise PlanChangeError(error.message, status=402 if error.code else 502) from error
+    _top_up_allowance(subscription, tier, stripe_id(updated.get("latest_invoice")))
     subscription.tier = tier.id
     _clear_schedule(subscription)
     db.session.commit()
     session.pop(SESSION_KEY, None)
     log.info("plan upgraded id=%s tier=%s", subscription.stripe_subscription_id, tier.id)
     return tier
+
+
+def _top_up_allowance(subscription: Subscription, tier: Tier, invoice_id: str | None) -> None:
+    """The new tier's allowance minus what this period already spent: add the difference.
+
+    The lot is keyed by the proration invoice, as invoice.paid's grant would be,
+    so that grant then finds it and adds nothing. Unlimited tiers need no credits.
+    """
+    old = current_catalog().tier(subscription.tier)
+    if old is None or tier.is_unlimited or old.is_unlimited or not invoice_id:
+        return
+    extra = tier.credits_per_month - old.credits_per_month
+    if extra <= 0 or subscription.current_period_end is None:
+        return
+    credits.grant(
+        subscription.user_id,
+        extra,
+        source="monthly",
+        source_ref=invoice_id,
+        expires_at=subscription.current_period_end,
+        note=f"{tier.name} plan, the rest of this period's monthly credits",
+    )
 
 
 def _token_matches(pending: dict, token: str, tier_id: str, subscription: Subscription) -> bool:

@@ -195,3 +195,70 @@ def test_a_price_change_made_outside_the_site_changes_the_tier(app, db, client, 
 
     assert row(db).tier == "premium"
     assert db.session.get(User, row(db).user_id) is not None
+
+
+CATALOG_WITH_PLUS = """
+currency = "usd"
+base_cents_per_credit = 25
+
+[[packs]]
+id = "pro"
+name = "Pro Pack"
+credits = 100
+price_cents = 2000
+
+[[tiers]]
+id = "free"
+name = "Free"
+price_cents = 0
+credits_per_month = 10
+models = ["standard"]
+
+[[tiers]]
+id = "basic"
+name = "Basic"
+price_cents = 1000
+credits_per_month = 200
+models = ["standard"]
+
+[[tiers]]
+id = "plus"
+name = "Plus"
+price_cents = 2000
+credits_per_month = 500
+models = ["standard"]
+
+[[models]]
+id = "standard"
+name = "Standard"
+cost = 1
+"""
+
+
+def test_an_upgrade_to_a_bigger_allowance_gives_it_less_what_this_period_spent(
+    make_app, db, tmp_path
+):
+    from billing_site import credits
+
+    catalog_file = tmp_path / "catalog.toml"
+    catalog_file.write_text(CATALOG_WITH_PLUS)
+    app = make_app(CATALOG_FILE=str(catalog_file))
+    client = app.test_client()
+    with app.app_context():
+        user = make_user("plus@example.com")
+        log_in(client, user)
+        subscribe(app, client, "basic")
+        credits.spend(user.id, 50, reference="test:spent-this-period")
+        db.session.commit()
+
+        token = token_in(preview(client, "plus").get_data(as_text=True))
+        response = client.post(
+            "/account/plan/upgrade",
+            data={"csrf_token": csrf(client), "tier": "plus", "token": token},
+        )
+
+        assert response.status_code == 303
+        # 500 a month on Plus, less the 50 already spent of Basic's 200 this period.
+        assert credits.current_balance(user.id) == 450
+        [invoice] = proration_invoices(app)
+        assert credits.find_lot("monthly", invoice["id"]).credits_granted == 300
