@@ -262,3 +262,55 @@ def test_an_upgrade_to_a_bigger_allowance_gives_it_less_what_this_period_spent(
         assert credits.current_balance(user.id) == 450
         [invoice] = proration_invoices(app)
         assert credits.find_lot("monthly", invoice["id"]).credits_granted == 300
+
+
+def test_against_stripes_api_the_preview_and_the_update_send_the_new_price_and_proration(
+    make_app, db
+):
+    from urllib.parse import parse_qs
+
+    import responses
+
+    from tests.catalog_prices import STRIPE_PRICE_IDS
+    from tests.factories import make_subscription
+    from tests.stripe_events import stripe_object
+
+    api = "https://api.stripe.com/v1"
+    app = make_app(STRIPE_SECRET_KEY="sk_test_123", STRIPE_PRICE_IDS=STRIPE_PRICE_IDS)
+    client = app.test_client()
+    with app.app_context(), responses.RequestsMock() as stripe_api:
+        user = make_user("real-upgrade@example.com")
+        make_subscription(user, stripe_subscription_id="sub_real")
+        log_in(client, user)
+        subscription = stripe_object("subscription", id="sub_real")
+        stripe_api.get(f"{api}/subscriptions/sub_real", json=subscription)
+        stripe_api.post(
+            f"{api}/invoices/create_preview",
+            json=stripe_object("invoice", amount_due=1987, currency="usd"),
+        )
+        stripe_api.post(f"{api}/subscriptions/sub_real", json=subscription)
+
+        html = preview(client).get_data(as_text=True)
+        assert "Pay $19.87 and upgrade" in html
+        token = token_in(html)
+        response = client.post(
+            "/account/plan/upgrade",
+            data={"csrf_token": csrf(client), "tier": "premium", "token": token},
+        )
+
+        assert response.status_code == 303
+        preview_call = next(c for c in stripe_api.calls if "create_preview" in c.request.url)
+        sent = {k: v[0] for k, v in parse_qs(preview_call.request.body).items()}
+        assert sent["subscription"] == "sub_real"
+        assert sent["subscription_details[items][0][id]"] == "si_QXhVnC2h0Jczwc"
+        assert sent["subscription_details[items][0][price]"] == "price_test_premium"
+        assert sent["subscription_details[proration_behavior]"] == "always_invoice"
+        update = stripe_api.calls[-1]
+        body = {k: v[0] for k, v in parse_qs(update.request.body).items()}
+        assert body["items[0][price]"] == "price_test_premium"
+        assert body["proration_behavior"] == "always_invoice"
+        assert body["payment_behavior"] == "error_if_incomplete"
+        assert body["proration_date"] == sent["subscription_details[proration_date]"]
+        assert update.request.headers["Idempotency-Key"] == f"plan-upgrade-sub_real-{token}"
+        db.session.expire_all()
+        assert db.session.scalars(select(Subscription)).one().tier == "premium"
