@@ -206,7 +206,9 @@ def confirm_upgrade(user: User, tier_id: str, token: str) -> Tier:
         log.warning(
             "plan upgrade failed id=%s error=%s", subscription.stripe_subscription_id, error.message
         )
-        raise PlanChangeError(error.message, status=402 if error.code else 502) from error
+        raise PlanChangeError(
+            error.message, status=402 if error.code == "card_declined" else 502
+        ) from error
     _top_up_allowance(subscription, tier, stripe_id(updated.get("latest_invoice")))
     subscription.tier = tier.id
     _clear_schedule(subscription)
