@@ -79,6 +79,17 @@ def test_the_account_and_pricing_pages_mark_the_current_plan_and_offer_upgrade(c
     assert ">Upgrade</a>" in premium_card
 
 
+def test_the_pricing_pages_upgrade_link_opens_the_preview_as_a_page(client, basic):
+    pricing = client.get("/pricing").get_data(as_text=True)
+    link = re.search(r'href="([^"]+)">Upgrade</a>', pricing).group(1).replace("&amp;", "&")
+
+    page = client.get(link)
+
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "<h1>Change plan</h1>" in html and "Pay $20.00 and upgrade" in html
+
+
 def test_the_preview_shows_stripes_amount_due_today(app, client, basic):
     response = preview(client)
 
