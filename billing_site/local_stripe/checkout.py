@@ -35,6 +35,26 @@ class CheckoutMixin:
             self._store(state, "customers", customer, f"customer-user-{user_id}")
             return copy.deepcopy(customer)
 
+    def list_payment_methods(self, customer_id: str) -> dict:
+        """The test card (Visa 4242) once the customer has paid with it, as their default."""
+        with self._state() as state:
+            paid = any(
+                charge.get("customer") == customer_id and charge.get("paid")
+                for charge in state["charges"].values()
+            )
+        if not paid:
+            return {"data": [], "default_payment_method": None}
+        card = {"brand": "visa", "display_brand": "visa", "last4": "4242"}
+        method = {
+            "id": f"pm_local_{customer_id}",
+            "object": "payment_method",
+            "type": "card",
+            "customer": customer_id,
+            "card": {**card, "exp_month": 12, "exp_year": 2034, "funding": "credit"},
+            "livemode": False,
+        }
+        return {"data": [method], "default_payment_method": method["id"]}
+
     def create_checkout_session(self, params: dict, *, idempotency_key: str) -> dict:
         with self._state() as state:
             replay = self._replay(state, idempotency_key)
