@@ -255,6 +255,9 @@ def _copy_fields(row: Subscription, subscription: dict, status: str, tier: str |
     row.current_period_end = _time(item.get("current_period_end")) or row.current_period_end
     row.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
     row.trial_end = _time(subscription.get("trial_end"))
+    if "schedule" in subscription and not subscription["schedule"] and row.stripe_schedule_id:
+        # Released or done (the renewal, the portal, the dashboard): no downgrade waits.
+        row.stripe_schedule_id = row.scheduled_tier = row.scheduled_change_at = None
 
 
 def _paid_tier(tier_id) -> str | None:

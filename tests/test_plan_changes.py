@@ -325,3 +325,20 @@ def test_against_stripes_api_the_preview_and_the_update_send_the_new_price_and_p
         assert update.request.headers["Idempotency-Key"] == f"plan-upgrade-sub_real-{token}"
         db.session.expire_all()
         assert db.session.scalars(select(Subscription)).one().tier == "premium"
+
+
+def test_a_downgrade_released_outside_the_site_is_no_longer_shown(app, db, client, customer):
+    subscription_id = subscribe(app, client, "premium")
+    headers = {**HX, "X-CSRFToken": csrf(client)}
+    client.post("/account/plan/downgrade", data={"tier": "basic"}, headers=headers)
+    schedule_id = row(db).stripe_schedule_id
+    assert schedule_id
+
+    # Someone keeps Premium in the Stripe dashboard: customer.subscription.updated, no schedule.
+    app.extensions["stripe_gateway"].release_subscription_schedule(
+        schedule_id, idempotency_key="dashboard-release"
+    )
+
+    assert row(db).scheduled_tier is None
+    assert "Changes to Basic" not in client.get("/account").get_data(as_text=True)
+    assert subscription_id
