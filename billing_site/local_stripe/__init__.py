@@ -1,7 +1,7 @@
 """The local stand-in for Stripe, used in development when no key is set.
 
 LocalGateway has StripeGateway's methods and returns Stripe-shaped dicts (API
-version 2026-07-29: a subscription's period lives on items.data[0]; an invoice
+version 2026-07-29.dahlia: a subscription's period lives on items.data[0]; an invoice
 names its subscription at parent.subscription_details.subscription). Its state
 (customers, Checkout Sessions, subscriptions, invoices, payment intents,
 charges, refunds, events) is a JSON file under instance/ (LOCAL_STRIPE_STATE_FILE),

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from billing_site.stripe_gateway import GatewayError
+from billing_site.stripe_gateway import STRIPE_API_VERSION, GatewayError
 
-API_VERSION = "2026-07-29"
+API_VERSION = STRIPE_API_VERSION  # the version the site pins (stripe_gateway)
 SESSION_LIFETIME_SECONDS = 24 * 60 * 60
 DECLINE_MESSAGE = "Your card was declined."
 COLLECTIONS = (

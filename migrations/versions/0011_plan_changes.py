@@ -1,14 +1,14 @@
 """A downgrade scheduled for the period end, kept on the subscription
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
