@@ -18,6 +18,8 @@ pytestmark = pytest.mark.browser
 def site(app, live_server):
     """The live server, with the site's own URL pointing at it (success and cancel URLs)."""
     app.config["SITE_URL"] = live_server
+    # As under `make run`: the verification link is shown on the page (no mail offline).
+    app.config["APP_ENV"] = "development"
     return live_server
 
 
@@ -29,6 +31,9 @@ def test_a_basic_subscriber_upgrades_to_premium_seeing_the_amount_then_unlimited
     page.get_by_label("Password", exact=True).fill(TEST_PASSWORD)
     page.get_by_label("Confirm password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+    page.get_by_role("link", name="verify this address").click()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
     page.goto(f"{site}/pricing")
     page.locator("#tier-basic").get_by_role("button", name="Subscribe").click()
     page.get_by_role("button", name="Pay $9.99").click()

@@ -322,7 +322,7 @@ def test_against_stripes_api_the_preview_and_the_update_send_the_new_price_and_p
         assert body["proration_behavior"] == "always_invoice"
         assert body["payment_behavior"] == "error_if_incomplete"
         assert body["proration_date"] == sent["subscription_details[proration_date]"]
-        assert update.request.headers["Idempotency-Key"] == f"plan-upgrade-sub_real-{token}"
+        assert update.request.headers["Idempotency-Key"] == f"test-plan-upgrade-sub_real-{token}"
         db.session.expire_all()
         assert db.session.scalars(select(Subscription)).one().tier == "premium"
 
