@@ -17,7 +17,12 @@ When events are delivered: inside a request, after the view has returned (an
 after_this_request hook), so the view's own transaction is committed and a
 handler never waits on a row the view still holds locked; outside a request
 (a CLI command, a test) at once, so the caller must commit first. Delivery runs
-in a fresh thread, hence in its own app context and database session.
+in a fresh thread, hence in its own app context and database session. The
+webhook only stores events; the delivery then drains the inbox in-process
+through the worker's own step, so "Pay" shows the credits at once and tests
+stay deterministic. "Fail the next delivery" (the portal's control) makes the
+next delivered event's first attempt fail, so retries and replay can be seen
+offline.
 
 The package is split by resource: state (the file, locks, ids, recorded
 events), catalog (products and prices), checkout (customers, sessions,
