@@ -25,6 +25,10 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(sweep_generations_command)
     app.cli.add_command(worker_command)
 
+    from billing_site.stripe_cli import stripe_group
+
+    app.cli.add_command(stripe_group)
+
 
 @click.command("expire-credits")
 def expire_credits_command():

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import or_, select
 
-from billing_site import audit, credits, invoices
+from billing_site import audit, credits, invoices, stripe_catalog
 from billing_site.catalog import current_catalog
 from billing_site.extensions import db, dialect_insert
 from billing_site.models import Order, Subscription, User
@@ -122,11 +122,16 @@ def find_user(metadata: dict | None, customer) -> User | None:
 
 
 def tier_of_subscription(subscription: dict) -> str | None:
-    """The catalog tier: metadata.tier, else the order in its metadata, else by price."""
-    tier = tier_from_metadata(subscription.get("metadata"))
+    """The catalog tier: by its Price, else metadata.tier or the order there, else by amount.
+
+    The Price comes first: a plan change made anywhere (the site, the billing
+    portal, the dashboard) switches the Price but not the metadata.
+    """
+    price = _first_item(subscription).get("price") or {}
+    tier = stripe_catalog.tier_of_price(price) or tier_from_metadata(subscription.get("metadata"))
     if tier:
         return tier
-    amount = (_first_item(subscription).get("price") or {}).get("unit_amount")
+    amount = price.get("unit_amount")
     return next(
         (t.id for t in current_catalog().tiers if not t.is_free and t.price_cents == amount), None
     )
@@ -270,6 +275,9 @@ def _copy_fields(row: Subscription, subscription: dict, status: str, tier: str |
     row.current_period_end = _time(item.get("current_period_end")) or row.current_period_end
     row.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
     row.trial_end = _time(subscription.get("trial_end"))
+    if "schedule" in subscription and not subscription["schedule"] and row.stripe_schedule_id:
+        # Released or done (the renewal, the portal, the dashboard): no downgrade waits.
+        row.stripe_schedule_id = row.scheduled_tier = row.scheduled_change_at = None
 
 
 def _paid_tier(tier_id) -> str | None:

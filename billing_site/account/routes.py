@@ -13,6 +13,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
+from billing_site import plan_changes
 from billing_site.account import services
 from billing_site.errors import error_response
 from billing_site.extensions import limiter
@@ -28,6 +29,7 @@ def dashboard():
     return render_template(
         "account/dashboard.html",
         board=services.dashboard(current_user),
+        plans=plan_changes.plans(current_user),
         svg_data_url=svg_data_url,
     )
 
@@ -130,5 +132,68 @@ def _subscription_card(status: int, **context):
         status,
         subscription=services.current_subscription(current_user),
         tier=services.tier_of(current_user),
+        **context,
+    )
+
+
+# --- plan changes (billing_site.plan_changes) ------------------------------------------------
+
+
+@bp.get("/account/plan")
+@login_required
+def plan():
+    return _plan_card(200)
+
+
+@bp.get("/account/plan/preview")
+@login_required
+def preview_plan():
+    try:
+        preview = plan_changes.preview_upgrade(current_user, request.args.get("tier", ""))
+    except plan_changes.PlanChangeError as error:
+        return _plan_card(error.status, error=error.message)
+    return _plan_card(200, preview=preview)
+
+
+@bp.post("/account/plan/upgrade")
+@login_required
+def upgrade_plan():
+    form = request.form
+    try:
+        tier = plan_changes.confirm_upgrade(
+            current_user, form.get("tier", ""), form.get("token", "")
+        )
+    except plan_changes.PlanChangeError as error:
+        return _plan_card(error.status, error=error.message)
+    flash(f"You are on {tier.name} now.", "success")
+    return redirect(url_for("account.dashboard"), 303)
+
+
+@bp.post("/account/plan/downgrade")
+@login_required
+def downgrade_plan():
+    try:
+        plan_changes.schedule_downgrade(current_user, request.form.get("tier", ""))
+    except plan_changes.PlanChangeError as error:
+        return _plan_card(error.status, error=error.message)
+    return _plan_card(200)
+
+
+@bp.post("/account/plan/keep")
+@login_required
+def keep_plan():
+    try:
+        plan_changes.cancel_downgrade(current_user)
+    except plan_changes.PlanChangeError as error:
+        return _plan_card(error.status, error=error.message)
+    return _plan_card(200)
+
+
+def _plan_card(status: int, **context):
+    return render_page_or_fragment(
+        "account/plan.html",
+        "account/_plan_change.html",
+        status,
+        plans=plan_changes.plans(current_user),
         **context,
     )

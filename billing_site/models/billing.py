@@ -137,6 +137,11 @@ class Subscription(db.Model):
     trial_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The `created` time of the newest event applied: an older event never wins.
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A downgrade waiting for the period end (plan_changes.py): the tier it
+    # becomes, when, and the Stripe subscription schedule that will make it.
+    scheduled_tier: Mapped[str | None] = mapped_column(String(20))
+    scheduled_change_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stripe_schedule_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
