@@ -35,6 +35,10 @@ def purge_idempotency_keys_command():
 
     click.echo(f"Deleted {purge_expired()} expired idempotency key(s).")
 
+    from billing_site.stripe_cli import stripe_group
+
+    app.cli.add_command(stripe_group)
+
 
 @click.command("expire-credits")
 def expire_credits_command():

@@ -115,6 +115,8 @@ def load_config() -> dict:
         # The local Stripe stand-in's state (development only); empty means instance/.
         "LOCAL_STRIPE_STATE_FILE": os.environ.get("LOCAL_STRIPE_STATE_FILE", ""),
         "CATALOG_FILE": os.environ.get("CATALOG_FILE", ""),
+        # Prices an operator already has in Stripe: "pixel_forge_basic_monthly=price_…,…".
+        "STRIPE_PRICE_IDS": os.environ.get("STRIPE_PRICE_IDS", ""),
         "GENERATOR_URL": os.environ.get("GENERATOR_URL", ""),
         "GENERATOR_TIMEOUT_SECONDS": _int("GENERATOR_TIMEOUT_SECONDS", 30),
         # `flask sweep-generations` fails and refunds generations pending longer than

@@ -7,6 +7,7 @@ import responses
 from sqlalchemy import select
 
 from billing_site.models import Order
+from tests.catalog_prices import STRIPE_PRICE_IDS
 from tests.conftest import csrf_token_from
 from tests.factories import log_in, make_order, make_user
 
@@ -73,7 +74,7 @@ def test_api_checkout_without_the_csrf_header_is_refused(db, client, customer):
 
 
 def test_api_checkout_when_stripe_fails_is_502_json_and_the_order_failed(make_app):
-    app = make_app(STRIPE_SECRET_KEY="sk_test_123")
+    app = make_app(STRIPE_SECRET_KEY="sk_test_123", STRIPE_PRICE_IDS=STRIPE_PRICE_IDS)
     client = app.test_client()
     with app.app_context(), responses.RequestsMock() as stripe_api:
         log_in(client, make_user(stripe_customer_id="cus_test_1"))

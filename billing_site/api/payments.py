@@ -7,6 +7,7 @@ actually took. The old /api/v1/stripe/checkout and /api/v1/orders/<id> stay as a
 from flask import current_app, jsonify, url_for
 from sqlalchemy import select
 
+from billing_site import books
 from billing_site.account.services import RECEIPT_STATUSES
 from billing_site.api.blueprint import require_customer, require_scope, route
 from billing_site.api.idempotency import idempotent
@@ -98,13 +99,25 @@ def payment_json(order: Order) -> dict:
         "status": order.status,
         "kind": order.kind,
         "item": {"id": order.item_id, "name": item_name(order)},
+        "description": books.payment_label(order),
+        # What Stripe actually took; subtotal, discount and tax as Stripe reported them.
         "amount": money(order.amount_cents, order.currency),
+        "amount_subtotal": money(order.amount_subtotal_cents, order.currency)
+        if order.amount_subtotal_cents is not None
+        else None,
+        "amount_discount": money(order.amount_discount_cents or 0, order.currency),
+        "amount_tax": money(order.amount_tax_cents or 0, order.currency),
+        "promotion_code": order.promotion_code,
         "amount_refunded": money(order.amount_refunded_cents, order.currency),
+        "period_start": iso(order.period_start),
+        "period_end": iso(order.period_end),
         "credits": None if order.credits < 0 else order.credits,
         "unlimited": order.credits < 0,
         "created_at": iso(order.created_at),
         "paid_at": iso(order.paid_at),
         "receipt_url": receipt_url(order),
+        "stripe_receipt_url": order.receipt_url,
+        "hosted_invoice_url": order.hosted_invoice_url,
         "failure_reason": order.failure_reason,
     }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from flask import current_app, url_for
 from sqlalchemy import select
 
-from billing_site import fulfilment
+from billing_site import fulfilment, stripe_catalog
 from billing_site.catalog import Pack, Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.models import LIVE_SUBSCRIPTION_STATUSES, Order, Subscription, User
@@ -152,14 +152,9 @@ def checkout_params(order: Order, customer_id: str, product_name: str) -> dict:
     """The Checkout Session parameters for `order`: prices come from our catalog only."""
     site = current_app.config["SITE_URL"]
     metadata = {"order_id": str(order.id), "user_id": str(order.user_id)}
-    price_data = {
-        "currency": order.currency,
-        "unit_amount": order.amount_cents,
-        "product_data": {"name": product_name},
-    }
     params = {
         "mode": "payment" if order.kind == "pack" else "subscription",
-        "line_items": [{"price_data": price_data, "quantity": 1}],
+        "line_items": [_line_item(order, product_name)],
         "metadata": metadata,
         "client_reference_id": str(order.user_id),
         "customer": customer_id,
@@ -173,9 +168,24 @@ def checkout_params(order: Order, customer_id: str, product_name: str) -> dict:
         # So payment_intent.payment_failed can name the order it failed for.
         params["payment_intent_data"] = {"metadata": metadata}
     else:
-        price_data["recurring"] = {"interval": "month"}
         params["subscription_data"] = {"metadata": {**metadata, "tier": order.item_id}}
     return params
+
+
+def _line_item(order: Order, product_name: str) -> dict:
+    """The catalog's Stripe Price for the item; inline price_data if Stripe has none matching."""
+    kind = "pack" if order.kind == "pack" else "tier"
+    price_id = stripe_catalog.checkout_price_id(kind, order.item_id)
+    if price_id:
+        return {"price": price_id, "quantity": 1}
+    price_data = {
+        "currency": order.currency,
+        "unit_amount": order.amount_cents,
+        "product_data": {"name": product_name},
+    }
+    if kind == "tier":
+        price_data["recurring"] = {"interval": "month"}
+    return {"price_data": price_data, "quantity": 1}
 
 
 def mark_order_failed(order: Order, reason: str) -> None:

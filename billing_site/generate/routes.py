@@ -21,7 +21,7 @@ from flask import Blueprint, current_app, jsonify, make_response, request, url_f
 from flask_login import current_user
 from limits import parse
 
-from billing_site.account.services import tier_of, touch_month
+from billing_site.account.services import model_offers, tier_of, touch_month, unlocked_models
 from billing_site.catalog import current_catalog
 from billing_site.client_identity import address_key, client_key
 from billing_site.errors import error_response
@@ -225,9 +225,13 @@ def _render(status: int, **context):
 def _model_choices() -> list[dict]:
     catalog = current_catalog()
     allowed = (
-        tier_of(current_user).models if current_user.is_authenticated else catalog.free_tier.models
+        unlocked_models(current_user) if current_user.is_authenticated else catalog.free_tier.models
     )
-    return [{"model": model, "allowed": model.id in allowed} for model in catalog.models]
+    offers = model_offers()
+    return [
+        {"model": model, "allowed": model.id in allowed, "offers": offers[model.id]}
+        for model in catalog.models
+    ]
 
 
 # --- shared with the API (billing_site/api/generations.py) ------------------------

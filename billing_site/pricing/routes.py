@@ -53,7 +53,15 @@ def render_pricing_page() -> str:
         catalog=current_catalog(),
         price_per_credit=price_per_credit,
         public_page=not current_user.is_authenticated,
+        plan_labels=_plan_labels(),
     )
+
+
+def _plan_labels() -> dict[str, str]:
+    """Per tier, "Current plan", "Upgrade", "Switch" or "Subscribe" for the customer."""
+    from billing_site.plan_changes import pricing_labels
+
+    return pricing_labels(current_user) if current_user.is_authenticated else {}
 
 
 def anonymous_pricing_page() -> str:
