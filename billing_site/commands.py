@@ -26,6 +26,10 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(purge_idempotency_keys_command)
 
+    from billing_site.stripe_cli import stripe_group
+
+    app.cli.add_command(stripe_group)
+
 
 @click.command("purge-idempotency-keys")
 @with_appcontext
@@ -34,10 +38,6 @@ def purge_idempotency_keys_command():
     from billing_site.api.idempotency import purge_expired
 
     click.echo(f"Deleted {purge_expired()} expired idempotency key(s).")
-
-    from billing_site.stripe_cli import stripe_group
-
-    app.cli.add_command(stripe_group)
 
 
 @click.command("expire-credits")
