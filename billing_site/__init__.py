@@ -121,10 +121,22 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from billing_site import account, admin, auth, checkout, dev, generate, health, pricing, webhook
+    from billing_site import (
+        account,
+        admin,
+        api,
+        auth,
+        checkout,
+        dev,
+        generate,
+        health,
+        pricing,
+        webhook,
+    )
 
-    for module in (pricing, auth, checkout, webhook, account, generate, admin, health):
+    for module in (pricing, auth, checkout, webhook, account, generate, admin, health, api):
         app.register_blueprint(module.bp)
+    app.register_blueprint(api.key_pages_bp)
     # The local test checkout exists only where there is no real Stripe to use.
     if app.extensions["stripe_gateway"].is_local:
         app.register_blueprint(dev.bp)

@@ -235,6 +235,15 @@ class StripeGateway:
             idempotency_key=idempotency_key,
         )
 
+    def list_payment_methods(self, customer_id: str) -> dict:
+        """The customer's cards, and which one is their default (`default_payment_method`)."""
+        methods = self._call(
+            self.client.v1.payment_methods.list, {"customer": customer_id, "type": "card"}
+        )
+        customer = self._call(self.client.v1.customers.retrieve, customer_id)
+        default = stripe_id((customer.get("invoice_settings") or {}).get("default_payment_method"))
+        return {"data": methods.get("data", []), "default_payment_method": default}
+
     def cancel_subscription(self, subscription_id: str, *, idempotency_key: str) -> dict:
         """End a subscription now (DELETE /v1/subscriptions/:id), without proration credit."""
         return self._call(

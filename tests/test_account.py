@@ -270,25 +270,21 @@ def test_usage_api_reports_tier_balance_and_use(app, client):
     for _ in range(2):
         post_json(client, "/api/v1/generations", {"prompt": "a kite", "model": "hd"})
     body = client.get("/api/v1/account/usage").json
-    assert set(body) == {
-        "tier",
-        "balance",
-        "credits_used",
-        "credits_per_month",
-        "is_unlimited",
-        "usage_percentage",
-        "period_end",
-        "has_credit",
-        "purchase_required",
-    }
-    assert (body["tier"], body["balance"], body["credits_used"]) == ("basic", 146, 4)
-    assert (body["credits_per_month"], body["usage_percentage"]) == (200, 2)
-    assert (body["is_unlimited"], body["has_credit"], body["purchase_required"]) == (
+    assert body == client.get("/api/v1/usage").json  # the old path is an alias
+    assert (body["plan"], body["balance"], body["used"], body["generations"]) == (
+        "basic",
+        146,
+        4,
+        2,
+    )
+    assert (body["allowance"], body["percentage"]) == (200, 2)
+    assert (body["unlimited"], body["has_credit"], body["purchase_required"]) == (
         False,
         True,
         False,
     )
-    assert body["period_end"].startswith(str(utcnow().year)) or body["period_end"]
+    assert body["period_end"].endswith("Z")
+    assert sum(day["count"] for day in body["per_day"]) == 2
 
 
 def test_usage_api_for_an_empty_balance_says_a_purchase_is_required(app, client):
@@ -302,7 +298,7 @@ def test_usage_api_for_premium_is_unlimited(app, client):
     user_id = make_customer(app, tier="premium")
     logged_in(client, app, user_id)
     body = client.get("/api/v1/account/usage").json
-    assert (body["is_unlimited"], body["credits_per_month"], body["has_credit"]) == (
+    assert (body["unlimited"], body["allowance"], body["has_credit"]) == (
         True,
         None,
         True,

@@ -1,11 +1,10 @@
-"""The account dashboard, its HTMX partials, receipts, usage JSON and self-service."""
+"""The account dashboard, its HTMX partials, receipts, saved cards and self-service."""
 
 from flask import (
     Blueprint,
     abort,
     current_app,
     flash,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -15,7 +14,6 @@ from flask_login import current_user, login_required
 
 from billing_site import plan_changes
 from billing_site.account import services
-from billing_site.errors import error_response
 from billing_site.extensions import limiter
 from billing_site.generator import svg_data_url
 from billing_site.htmx import render_page_or_fragment
@@ -66,12 +64,16 @@ def receipt(order_id: int):
     return render_template("account/receipt.html", payment=services.payment_view(order))
 
 
-@bp.get("/api/v1/account/usage")
-def usage_api():
-    if not current_user.is_authenticated:
-        return error_response(401, "Log in to see your usage.", error="unauthorized")
-    services.touch_month(current_user)
-    return jsonify(services.usage(current_user).as_json())
+@bp.get("/account/payment-methods")
+@login_required
+def payment_methods():
+    try:
+        context = {"cards": services.saved_cards(current_user), "error": None}
+    except services.SelfServiceError as error:
+        context = {"cards": [], "error": error.message}
+    return render_page_or_fragment(
+        "account/payment_methods.html", "account/_payment_methods.html", **context
+    )
 
 
 # --- subscription self-service -------------------------------------------------------------

@@ -540,3 +540,43 @@ def _period_end(stripe_subscription: dict) -> datetime | None:
         or stripe_subscription.get("cancel_at")
     )
     return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
+
+
+# --- saved payment methods -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    id: str
+    brand: str
+    last4: str
+    exp_month: int | None
+    exp_year: int | None
+    default: bool
+
+
+def saved_cards(user: User) -> list[SavedCard]:
+    """The customer's cards as Stripe holds them (none before their first purchase)."""
+    subscription = current_subscription(user)
+    customer_id = user.stripe_customer_id or (subscription and subscription.stripe_customer_id)
+    if not customer_id:
+        return []
+    try:
+        listed = current_gateway().list_payment_methods(customer_id)
+    except GatewayError as error:
+        raise SelfServiceError(error.message, status=502) from error
+    default_id = listed.get("default_payment_method")
+    cards = []
+    for method in listed["data"]:
+        card = method.get("card") or {}
+        cards.append(
+            SavedCard(
+                id=method["id"],
+                brand=card.get("display_brand") or card.get("brand") or "card",
+                last4=card.get("last4") or "",
+                exp_month=card.get("exp_month"),
+                exp_year=card.get("exp_year"),
+                default=method["id"] == default_id,
+            )
+        )
+    return cards

@@ -8,7 +8,6 @@ the order's id, so retrying one order can never create two sessions).
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from flask import current_app, url_for
 from sqlalchemy import select
@@ -301,34 +300,10 @@ def outcome_state(order: Order) -> str:
     return "paid"  # paid, or paid and since refunded or disputed
 
 
-# --- the JSON API --------------------------------------------------------------------
-
-
-def order_json(order: Order) -> dict:
-    return {
-        "id": order.id,
-        "status": order.status,
-        "amount_cents": order.amount_cents,
-        "currency": order.currency,
-        "credits": order.credits,
-        "created_at": _iso(order.created_at),
-        "paid_at": _iso(order.paid_at),
-    }
-
-
-def checkout_json(start: CheckoutStart) -> dict:
-    expires_at = start.session.get("expires_at")
-    return {
-        "session_id": start.session["id"],
-        "checkout_url": start.url,
-        "expires_at": _iso(datetime.fromtimestamp(expires_at, UTC)) if expires_at else None,
-    }
+# --- shared with the API (billing_site/api/payments.py) --------------------------------
 
 
 def find_order_for(user: User, order_id: int) -> Order | None:
+    """The user's own order; None for anyone else's (answered as a missing one)."""
     order = db.session.get(Order, order_id)
     return order if order is not None and order.user_id == user.id else None
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
