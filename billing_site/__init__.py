@@ -125,6 +125,7 @@ def register_blueprints(app: Flask) -> None:
     from billing_site import (
         account,
         admin,
+        api,
         auth,
         checkout,
         dev,
@@ -137,10 +138,11 @@ def register_blueprints(app: Flask) -> None:
     from billing_site.notifications import dev_routes as dev_mail
     from billing_site.notifications import preferences
 
-    for module in (pricing, auth, checkout, webhook, account, generate, admin, health):
+    for module in (pricing, auth, checkout, webhook, account, generate, admin, health, api):
         app.register_blueprint(module.bp)
     app.register_blueprint(metrics_routes.bp)
     app.register_blueprint(preferences.bp)
+    app.register_blueprint(api.key_pages_bp)
     # The local test checkout exists only where there is no real Stripe to use.
     if app.extensions["stripe_gateway"].is_local:
         app.register_blueprint(dev.bp)

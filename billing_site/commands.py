@@ -26,6 +26,20 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(send_emails_command)
     app.cli.add_command(notify_expiring_credits_command)
     app.cli.add_command(worker_command)
+    app.cli.add_command(purge_idempotency_keys_command)
+
+    from billing_site.stripe_cli import stripe_group
+
+    app.cli.add_command(stripe_group)
+
+
+@click.command("purge-idempotency-keys")
+@with_appcontext
+def purge_idempotency_keys_command():
+    """Delete API Idempotency-Key claims older than 24 hours (they can no longer replay)."""
+    from billing_site.api.idempotency import purge_expired
+
+    click.echo(f"Deleted {purge_expired()} expired idempotency key(s).")
 
 
 @click.command("expire-credits")

@@ -98,6 +98,7 @@ def load_config() -> dict:
         "CHECKOUT_RETRIEVE_INTERVAL_SECONDS": _int("CHECKOUT_RETRIEVE_INTERVAL_SECONDS", 3),
         "SUCCESS_PAGE_RATE_LIMIT": os.environ.get("SUCCESS_PAGE_RATE_LIMIT", "40 per minute"),
         "PORTAL_RATE_LIMIT": os.environ.get("PORTAL_RATE_LIMIT", "10 per minute"),
+        "API_KEY_RATE_LIMIT": os.environ.get("API_KEY_RATE_LIMIT", "120 per minute"),
         "ANONYMOUS_DAILY_LIMIT": _int("ANONYMOUS_DAILY_LIMIT", 3),
         # How many visitors (told apart by X-Client-Fingerprint) one address may hold.
         "ANONYMOUS_ADDRESS_FACTOR": _int("ANONYMOUS_ADDRESS_FACTOR", 10),
@@ -114,6 +115,8 @@ def load_config() -> dict:
         # The local Stripe stand-in's state (development only); empty means instance/.
         "LOCAL_STRIPE_STATE_FILE": os.environ.get("LOCAL_STRIPE_STATE_FILE", ""),
         "CATALOG_FILE": os.environ.get("CATALOG_FILE", ""),
+        # Prices an operator already has in Stripe: "pixel_forge_basic_monthly=price_…,…".
+        "STRIPE_PRICE_IDS": os.environ.get("STRIPE_PRICE_IDS", ""),
         "GENERATOR_URL": os.environ.get("GENERATOR_URL", ""),
         "GENERATOR_TIMEOUT_SECONDS": _int("GENERATOR_TIMEOUT_SECONDS", 30),
         # `flask sweep-generations` fails and refunds generations pending longer than

@@ -235,6 +235,21 @@ class StripeGateway:
             idempotency_key=idempotency_key,
         )
 
+    def list_payment_methods(self, customer_id: str) -> dict:
+        """The customer's cards, and which one is their default (`default_payment_method`)."""
+        methods = self._call(
+            self.client.v1.payment_methods.list, {"customer": customer_id, "type": "card"}
+        )
+        customer = self._call(self.client.v1.customers.retrieve, customer_id)
+        default = stripe_id((customer.get("invoice_settings") or {}).get("default_payment_method"))
+        return {"data": methods.get("data", []), "default_payment_method": default}
+
+    def cancel_subscription(self, subscription_id: str, *, idempotency_key: str) -> dict:
+        """End a subscription now (DELETE /v1/subscriptions/:id), without proration credit."""
+        return self._call(
+            self.client.v1.subscriptions.cancel, subscription_id, idempotency_key=idempotency_key
+        )
+
     def list_events(self, *, created_since: int) -> Iterator[dict]:
         """Every event created at or after `created_since` (a Unix time), oldest first."""
         try:
@@ -243,6 +258,93 @@ class StripeGateway:
         except stripe.StripeError as error:
             raise _gateway_error(error) from error
         return iter(sorted(events, key=lambda event: event["created"]))
+
+    # --- the catalog as Products and Prices (stripe_catalog.py) ---------------------
+
+    def list_products(self, product_ids: list[str]) -> list[dict]:
+        """The products with these ids (active or not) that exist."""
+        return self._list(self.client.v1.products.list, {"ids": product_ids})
+
+    def create_product(self, params: dict, *, idempotency_key: str) -> dict:
+        return self._call(self.client.v1.products.create, params, idempotency_key=idempotency_key)
+
+    def update_product(self, product_id: str, params: dict, *, idempotency_key: str) -> dict:
+        return self._call(
+            self.client.v1.products.update, product_id, params, idempotency_key=idempotency_key
+        )
+
+    def list_prices(self, lookup_keys: list[str]) -> list[dict]:
+        """The active prices holding these lookup keys (Stripe takes ten keys a call)."""
+        prices: list[dict] = []
+        for start in range(0, len(lookup_keys), 10):
+            params = {"lookup_keys": lookup_keys[start : start + 10], "active": True}
+            prices += self._list(self.client.v1.prices.list, params)
+        return prices
+
+    def create_price(self, params: dict, *, idempotency_key: str) -> dict:
+        return self._call(self.client.v1.prices.create, params, idempotency_key=idempotency_key)
+
+    def update_price(self, price_id: str, params: dict, *, idempotency_key: str) -> dict:
+        return self._call(
+            self.client.v1.prices.update, price_id, params, idempotency_key=idempotency_key
+        )
+
+    # --- plan changes (plan_changes.py) -------------------------------------------
+
+    def preview_invoice(self, params: dict) -> dict:
+        """The invoice Stripe would issue for a proposed change (invoices.create_preview)."""
+        return self._call(self.client.v1.invoices.create_preview, params)
+
+    def update_subscription(
+        self, subscription_id: str, params: dict, *, idempotency_key: str
+    ) -> dict:
+        return self._call(
+            self.client.v1.subscriptions.update,
+            subscription_id,
+            params,
+            idempotency_key=idempotency_key,
+        )
+
+    def create_subscription_schedule(self, params: dict, *, idempotency_key: str) -> dict:
+        return self._call(
+            self.client.v1.subscription_schedules.create, params, idempotency_key=idempotency_key
+        )
+
+    def update_subscription_schedule(
+        self, schedule_id: str, params: dict, *, idempotency_key: str
+    ) -> dict:
+        return self._call(
+            self.client.v1.subscription_schedules.update,
+            schedule_id,
+            params,
+            idempotency_key=idempotency_key,
+        )
+
+    def release_subscription_schedule(self, schedule_id: str, *, idempotency_key: str) -> dict:
+        return self._call(
+            self.client.v1.subscription_schedules.release,
+            schedule_id,
+            idempotency_key=idempotency_key,
+        )
+
+    # --- the books audit (books_audit.py) -----------------------------------------
+
+    def list_charges(self, *, created_since: int) -> list[dict]:
+        return self._list(self.client.v1.charges.list, {"created": {"gte": created_since}})
+
+    def list_refunds(self, *, created_since: int) -> list[dict]:
+        return self._list(self.client.v1.refunds.list, {"created": {"gte": created_since}})
+
+    def list_disputes(self, *, created_since: int) -> list[dict]:
+        return self._list(self.client.v1.disputes.list, {"created": {"gte": created_since}})
+
+    def _list(self, method, params: dict) -> list[dict]:
+        """Every object of a list call, page after page (100 a page)."""
+        try:
+            page = method({**params, "limit": 100})
+            return [item.to_dict(for_json=True) for item in page.auto_paging_iter()]
+        except stripe.StripeError as error:
+            raise _gateway_error(error) from error
 
     def _call(self, method, *args, idempotency_key: str | None = None) -> dict:
         options = {"idempotency_key": self._scoped(idempotency_key)} if idempotency_key else {}

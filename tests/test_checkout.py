@@ -8,6 +8,7 @@ import responses
 from sqlalchemy import func, select
 
 from billing_site.models import CreditLot, Order, User
+from tests.catalog_prices import STRIPE_PRICE_IDS
 from tests.conftest import csrf_token_from
 from tests.factories import log_in, make_subscription, make_user
 from tests.stripe_events import stripe_object
@@ -18,7 +19,7 @@ CHECKOUT_URL = "https://checkout.stripe.com/c/pay/cs_test_from_stripe"
 
 @pytest.fixture
 def app(make_app):
-    return make_app(STRIPE_SECRET_KEY="sk_test_123")
+    return make_app(STRIPE_SECRET_KEY="sk_test_123", STRIPE_PRICE_IDS=STRIPE_PRICE_IDS)
 
 
 @pytest.fixture
@@ -84,9 +85,7 @@ def test_buying_a_pack_sends_stripe_the_catalog_price_and_redirects_to_checkout(
     assert session_call.request.headers["Idempotency-Key"] == f"test-checkout-order-{order.id}"
     params = form_params(session_call)
     assert params["mode"] == "payment"
-    assert params["line_items[0][price_data][unit_amount]"] == "2000"
-    assert params["line_items[0][price_data][currency]"] == "usd"
-    assert params["line_items[0][price_data][product_data][name]"] == "Pro Pack"
+    assert params["line_items[0][price]"] == "price_test_pro"
     assert params["line_items[0][quantity]"] == "1"
     assert params["metadata[order_id]"] == str(order.id)
     assert params["metadata[user_id]"] == str(customer.id)
@@ -111,7 +110,7 @@ def test_returning_customer_reuses_their_stripe_customer(db, client, stripe_api)
     [session_call] = stripe_api.calls
     params = form_params(session_call)
     assert params["customer"] == "cus_test_known"
-    assert params["line_items[0][price_data][unit_amount]"] == "500"
+    assert params["line_items[0][price]"] == "price_test_starter"
 
 
 def test_subscribing_sends_a_monthly_recurring_price_with_the_order_in_its_metadata(
@@ -133,8 +132,7 @@ def test_subscribing_sends_a_monthly_recurring_price_with_the_order_in_its_metad
     )
     params = form_params(stripe_api.calls[1])
     assert params["mode"] == "subscription"
-    assert params["line_items[0][price_data][unit_amount]"] == "999"
-    assert params["line_items[0][price_data][recurring][interval]"] == "month"
+    assert params["line_items[0][price]"] == "price_test_basic"
     assert params["subscription_data[metadata][order_id]"] == str(order.id)
     assert params["subscription_data[metadata][user_id]"] == str(customer.id)
     assert params["metadata[order_id]"] == str(order.id)
@@ -144,7 +142,11 @@ def test_subscribing_sends_a_monthly_recurring_price_with_the_order_in_its_metad
 
 
 def test_success_and_cancel_urls_come_from_configuration_not_the_request(make_app, stripe_api):
-    app = make_app(STRIPE_SECRET_KEY="sk_test_123", SITE_URL="https://shop.example")
+    app = make_app(
+        STRIPE_SECRET_KEY="sk_test_123",
+        STRIPE_PRICE_IDS=STRIPE_PRICE_IDS,
+        SITE_URL="https://shop.example",
+    )
     client = app.test_client()
     with app.app_context():
         log_in(client, make_user())
@@ -281,4 +283,4 @@ def test_a_canceled_subscription_does_not_block_subscribing_again(db, client, cu
 
     assert response.status_code == 303
     assert response.headers["Location"] == CHECKOUT_URL
-    assert form_params(stripe_api.calls[1])["line_items[0][price_data][unit_amount]"] == "2999"
+    assert form_params(stripe_api.calls[1])["line_items[0][price]"] == "price_test_premium"

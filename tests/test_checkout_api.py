@@ -1,4 +1,4 @@
-"""The JSON twin of checkout, an order's status as JSON, and the checkout rate limit."""
+"""The old JSON paths of checkout and orders (aliases of the API's), and the checkout rate limit."""
 
 from datetime import datetime
 
@@ -7,6 +7,7 @@ import responses
 from sqlalchemy import select
 
 from billing_site.models import Order
+from tests.catalog_prices import STRIPE_PRICE_IDS
 from tests.conftest import csrf_token_from
 from tests.factories import log_in, make_order, make_user
 
@@ -32,8 +33,9 @@ def test_api_checkout_creates_a_session_and_answers_201(db, client, customer):
 
     assert response.status_code == 201
     body = response.get_json()
-    assert set(body) == {"session_id", "checkout_url", "expires_at"}
+    assert set(body) == {"session_id", "checkout_url", "expires_at", "payment_id"}
     assert body["checkout_url"] == f"http://localhost/dev/checkout/{body['session_id']}"
+    assert body["expires_at"].endswith("Z")
     assert datetime.fromisoformat(body["expires_at"]).tzinfo is not None
     order = db.session.scalars(select(Order)).one()
     assert (order.item_id, order.status, order.amount_cents) == ("enterprise", "pending", 5000)
@@ -52,7 +54,7 @@ def test_api_checkout_for_an_unknown_package_is_404_json(db, client, customer):
     response = api_checkout(client, {"package_id": "diamond"})
 
     assert response.status_code == 404
-    assert response.get_json()["error"] == "unknown_package"
+    assert response.get_json()["error"] == "unknown_item"
     assert db.session.scalars(select(Order)).all() == []
 
 
@@ -61,7 +63,7 @@ def test_api_checkout_without_a_package_id_is_422(db, client, customer, body):
     response = api_checkout(client, body)
 
     assert response.status_code == 422
-    assert response.get_json()["message"] == "package_id is required."
+    assert response.get_json()["error"] == "validation_error"
 
 
 def test_api_checkout_without_the_csrf_header_is_refused(db, client, customer):
@@ -72,7 +74,7 @@ def test_api_checkout_without_the_csrf_header_is_refused(db, client, customer):
 
 
 def test_api_checkout_when_stripe_fails_is_502_json_and_the_order_failed(make_app):
-    app = make_app(STRIPE_SECRET_KEY="sk_test_123")
+    app = make_app(STRIPE_SECRET_KEY="sk_test_123", STRIPE_PRICE_IDS=STRIPE_PRICE_IDS)
     client = app.test_client()
     with app.app_context(), responses.RequestsMock() as stripe_api:
         log_in(client, make_user(stripe_customer_id="cus_test_1"))
@@ -98,15 +100,16 @@ def test_customer_reads_their_own_order(db, client, customer):
 
     assert response.status_code == 200
     body = response.get_json()
-    assert body == {
-        "id": order.id,
-        "status": "pending",
-        "amount_cents": 2000,
-        "currency": "usd",
-        "credits": 100,
-        "created_at": order.created_at.isoformat(),
-        "paid_at": None,
-    }
+    assert body == client.get(f"/api/v1/payments/{order.id}").get_json()
+    assert (body["id"], body["status"], body["kind"], body["credits"]) == (
+        order.id,
+        "pending",
+        "pack",
+        100,
+    )
+    assert body["amount"] == {"amount": 2000, "currency": "usd", "display": "$20.00"}
+    assert body["item"] == {"id": "pro", "name": "Pro Pack"}
+    assert (body["paid_at"], body["receipt_url"]) == (None, None)
 
 
 def test_someone_elses_order_is_404(db, client, customer):

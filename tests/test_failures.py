@@ -27,6 +27,7 @@ from billing_site.extensions import db as _db
 from billing_site.extensions import limiter
 from billing_site.models import CreditLot, LedgerEntry, Order, StripeEvent, User
 from tests import gunicorn_server, servers, worker_process
+from tests.catalog_prices import STRIPE_PRICE_IDS
 from tests.conftest import csrf_token_from
 from tests.factories import log_in, make_order, make_user
 from tests.stripe_events import (
@@ -122,7 +123,11 @@ def test_event_whose_database_connection_drops_is_retried_by_the_worker_and_gran
 @pytest.fixture
 def stripe_app(make_app):
     """The real StripeGateway (a test key), talking to `responses` instead of Stripe."""
-    return make_app(STRIPE_SECRET_KEY="sk_test_123", STRIPE_TIMEOUT_SECONDS=1)
+    return make_app(
+        STRIPE_SECRET_KEY="sk_test_123",
+        STRIPE_TIMEOUT_SECONDS=1,
+        STRIPE_PRICE_IDS=STRIPE_PRICE_IDS,
+    )
 
 
 def buy(client, path: str = "/checkout/pack/pro"):

@@ -152,8 +152,7 @@ def test_invalid_input_is_422_with_the_message_beside_the_field(
     assert f'<p class="field-error" id="{field}-error">{message}</p>' in html
     api = post_json(client, "/api/v1/generations", {"prompt": prompt, "model": model})
     assert api.status_code == 422
-    assert api.json["error"] == "validation_failed"
-    assert api.json["fields"] == {field: message}
+    assert api.json == {"error": "validation_error", "message": message, "field": field}
     assert generations(app) == []
 
 
@@ -169,8 +168,8 @@ def test_api_rejects_a_body_that_is_not_json(client):
         content_type="text/plain",
         headers={"X-CSRFToken": token},
     )
-    assert response.status_code == 415
-    assert response.json["error"] == "unsupported_media_type"
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_json"
 
 
 def test_html_form_without_csrf_token_is_refused(client):
@@ -187,8 +186,12 @@ def test_api_generation_answers_201_with_the_image_and_balance(app, client):
     response = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "hd"})
     assert response.status_code == 201
     body = response.json
-    assert set(body) == {"id", "model", "credits_charged", "balance", "image"}
-    assert (body["model"], body["credits_charged"], body["balance"]) == ("hd", 2, 3)
+    assert (body["model"], body["credits_charged"], body["balance_after"]) == ("hd", 2, 3)
+    assert (body["status"], body["charge"], body["prompt"]) == (
+        "succeeded",
+        {"credits": 2},
+        "a cat",
+    )
     assert body["image"].startswith("data:image/svg+xml;base64,")
 
 
@@ -249,7 +252,7 @@ def test_premium_generates_without_a_debit(app, client):
     logged_in(client, app, user_id)
     response = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "pro"})
     assert response.status_code == 201
-    assert (response.json["credits_charged"], response.json["balance"]) == (0, 0)
+    assert (response.json["credits_charged"], response.json["balance_after"]) == (0, 0)
     assert ledger_of(app, user_id) == []
 
 

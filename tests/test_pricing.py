@@ -242,71 +242,46 @@ def test_home_page_is_the_pricing_page(client, pricing_html):
 # --- JSON ----------------------------------------------------------------------------
 
 
+def usd(cents: int, display: str) -> dict:
+    return {"amount": cents, "currency": "usd", "display": display}
+
+
 def test_packages_api_lists_the_packs_with_computed_savings(client):
+    # The old path answers the catalog's packs, in the API's one money shape.
     response = client.get("/api/v1/stripe/packages")
 
     assert response.status_code == 200
-    body = response.get_json()
-    assert body["currency"] == "usd"
-    assert body["packages"] == [
-        {
-            "id": "starter",
-            "name": "Starter Pack",
-            "credits": 20,
-            "price_cents": 500,
-            "currency": "usd",
-            "popular": False,
-            "savings_percent": 0,
-        },
-        {
-            "id": "pro",
-            "name": "Pro Pack",
-            "credits": 100,
-            "price_cents": 2000,
-            "currency": "usd",
-            "popular": True,
-            "savings_percent": 20,
-        },
-        {
-            "id": "enterprise",
-            "name": "Enterprise Pack",
-            "credits": 300,
-            "price_cents": 5000,
-            "currency": "usd",
-            "popular": False,
-            "savings_percent": 33,
-        },
-        {
-            "id": "ultimate",
-            "name": "Ultimate Pack",
-            "credits": 1000,
-            "price_cents": 15000,
-            "currency": "usd",
-            "popular": False,
-            "savings_percent": 40,
-        },
+    packs = response.get_json()["packs"]
+    assert packs == client.get("/api/v1/catalog").get_json()["packs"]
+    assert [(p["id"], p["credits"], p["price"], p["savings_percent"]) for p in packs] == [
+        ("starter", 20, usd(500, "$5.00"), 0),
+        ("pro", 100, usd(2000, "$20.00"), 20),
+        ("enterprise", 300, usd(5000, "$50.00"), 33),
+        ("ultimate", 1000, usd(15000, "$150.00"), 40),
     ]
+    pro = packs[1]
+    assert (pro["popular"], pro["price_per_credit"]) == (True, usd(20, "$0.20"))
+    assert pro["unlocks"] == {"standard": 100, "hd": 50, "pro": 25}
 
 
-def test_tiers_api_lists_the_tiers_in_dollars(client):
+def test_tiers_api_lists_the_tiers_in_minor_units(client):
     response = client.get("/api/v1/subscriptions/tiers")
 
     assert response.status_code == 200
-    tiers = {tier["tier"]: tier for tier in response.get_json()["tiers"]}
+    tiers = {tier["id"]: tier for tier in response.get_json()["tiers"]}
     assert list(tiers) == ["free", "basic", "premium"]
     assert tiers["basic"] == {
-        "tier": "basic",
+        "id": "basic",
         "name": "Basic",
-        "price_monthly": 9.99,
-        "credits_per_month": 200,
-        "is_unlimited": False,
+        "price": usd(999, "$9.99"),
+        "interval": "month",
+        "allowance": 200,
+        "unlimited": False,
         "models": ["standard", "hd"],
         "features": ["200 credits every month", "HD model", "Email support"],
     }
-    assert tiers["free"]["price_monthly"] == 0
-    assert tiers["premium"]["price_monthly"] == 29.99
-    assert tiers["premium"]["credits_per_month"] == -1
-    assert tiers["premium"]["is_unlimited"] is True
+    assert tiers["free"]["price"] == usd(0, "$0.00")
+    assert (tiers["premium"]["allowance"], tiers["premium"]["unlimited"]) == (None, True)
 
 
 def test_stripe_config_api_gives_only_the_publishable_key(make_app):
@@ -389,14 +364,13 @@ def test_an_operator_catalog_file_changes_the_json_too(operator_client):
     packages = operator_client.get("/api/v1/stripe/packages").get_json()
     tiers = operator_client.get("/api/v1/subscriptions/tiers").get_json()["tiers"]
 
-    assert packages["currency"] == "eur"
-    assert [(p["id"], p["savings_percent"], p["currency"]) for p in packages["packages"]] == [
+    assert [(p["id"], p["savings_percent"], p["price"]["currency"]) for p in packages["packs"]] == [
         ("small", 0, "eur"),
         ("big", 40, "eur"),
     ]
-    assert [(t["tier"], t["price_monthly"], t["credits_per_month"]) for t in tiers] == [
+    assert [(t["id"], t["price"]["amount"], t["allowance"]) for t in tiers] == [
         ("free", 0, 5),
-        ("studio", 49, -1),
+        ("studio", 4900, None),
     ]
 
 

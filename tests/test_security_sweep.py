@@ -51,6 +51,19 @@ ACCESS = {
     "account.": CUSTOMER,
     "admin.": ADMIN,
     "admin.export_orders": ADMIN,  # the orders CSV: customers' emails, admins only
+    # The API (issue 11): a key or a session stands for its customer; some of it is public.
+    "api.": CUSTOMER,
+    "api.catalog": PUBLIC,
+    "api.packages": PUBLIC,
+    "api.tiers": PUBLIC,
+    "api.stripe_config": PUBLIC,
+    "api.openapi_json": PUBLIC,
+    "api.docs": PUBLIC,
+    "api.check": PUBLIC,  # anonymous callers get the free cap's view
+    "api.create_generation": PUBLIC,  # visitors get free tries, as on the page
+    "api.search_payments": ADMIN,
+    "api.refund_payment": ADMIN,
+    "api_keys.": CUSTOMER,  # /account/api-keys
 }
 # The only rules that take a state-changing request without a CSRF token.
 CSRF_EXEMPT = {"webhook.receive_event"}
@@ -241,7 +254,10 @@ def test_customers_get_403_from_every_admin_page(visits):
     wrong = [visit.label for visit in admin_pages if visit.response.status_code != 403]
     assert wrong == []
     for visit in admin_pages:
-        assert "You do not have access to this page." in visit.response.get_data(as_text=True)
+        if visit.url.startswith("/api/"):
+            assert visit.response.get_json()["error"] == "forbidden", visit.label
+        else:
+            assert "You do not have access to this page." in visit.response.get_data(as_text=True)
 
 
 def test_nobody_is_refused_a_page_their_role_allows(visits):

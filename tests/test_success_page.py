@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from billing_site.models import CreditLot, LedgerEntry, Order, StripeEvent, User
 from billing_site.stripe_gateway import sign_payload
+from tests.catalog_prices import STRIPE_PRICE_IDS
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.factories import log_in, make_order, make_user
 from tests.stripe_events import checkout_session, make_event, post_event
@@ -38,7 +39,7 @@ def success_page(client, session_id, **kwargs):
 
 @pytest.fixture
 def stripe_app(make_app):
-    return make_app(STRIPE_SECRET_KEY="sk_test_123")
+    return make_app(STRIPE_SECRET_KEY="sk_test_123", STRIPE_PRICE_IDS=STRIPE_PRICE_IDS)
 
 
 @pytest.fixture

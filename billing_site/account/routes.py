@@ -1,11 +1,10 @@
-"""The account dashboard, its HTMX partials, receipts, usage JSON and self-service."""
+"""The account dashboard, its HTMX partials, receipts, saved cards and self-service."""
 
 from flask import (
     Blueprint,
     abort,
     current_app,
     flash,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -13,8 +12,8 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
+from billing_site import plan_changes
 from billing_site.account import services
-from billing_site.errors import error_response
 from billing_site.extensions import limiter
 from billing_site.generator import svg_data_url
 from billing_site.htmx import render_page_or_fragment
@@ -28,7 +27,7 @@ def dashboard():
     return render_template(
         "account/dashboard.html",
         board=services.dashboard(current_user),
-        receipt_statuses=services.RECEIPT_STATUSES,
+        plans=plan_changes.plans(current_user),
         svg_data_url=svg_data_url,
     )
 
@@ -48,21 +47,33 @@ def ledger():
     )
 
 
+@bp.get("/account/billing")
+@login_required
+def billing():
+    return render_template(
+        "account/billing.html", payments=services.billing_history(current_user.id)
+    )
+
+
 @bp.get("/account/orders/<int:order_id>/receipt")
 @login_required
 def receipt(order_id: int):
     order = services.order_for_receipt(current_user, order_id)
     if order is None:
         abort(404)  # someone else's order looks exactly like a missing one
-    return render_template("account/receipt.html", order=order)
+    return render_template("account/receipt.html", payment=services.payment_view(order))
 
 
-@bp.get("/api/v1/account/usage")
-def usage_api():
-    if not current_user.is_authenticated:
-        return error_response(401, "Log in to see your usage.", error="unauthorized")
-    services.touch_month(current_user)
-    return jsonify(services.usage(current_user).as_json())
+@bp.get("/account/payment-methods")
+@login_required
+def payment_methods():
+    try:
+        context = {"cards": services.saved_cards(current_user), "error": None}
+    except services.SelfServiceError as error:
+        context = {"cards": [], "error": error.message}
+    return render_page_or_fragment(
+        "account/payment_methods.html", "account/_payment_methods.html", **context
+    )
 
 
 # --- subscription self-service -------------------------------------------------------------
@@ -123,5 +134,68 @@ def _subscription_card(status: int, **context):
         status,
         subscription=services.current_subscription(current_user),
         tier=services.tier_of(current_user),
+        **context,
+    )
+
+
+# --- plan changes (billing_site.plan_changes) ------------------------------------------------
+
+
+@bp.get("/account/plan")
+@login_required
+def plan():
+    return _plan_card(200)
+
+
+@bp.get("/account/plan/preview")
+@login_required
+def preview_plan():
+    try:
+        preview = plan_changes.preview_upgrade(current_user, request.args.get("tier", ""))
+    except plan_changes.PlanChangeError as error:
+        return _plan_card(error.status, error=error.message)
+    return _plan_card(200, preview=preview)
+
+
+@bp.post("/account/plan/upgrade")
+@login_required
+def upgrade_plan():
+    form = request.form
+    try:
+        tier = plan_changes.confirm_upgrade(
+            current_user, form.get("tier", ""), form.get("token", "")
+        )
+    except plan_changes.PlanChangeError as error:
+        return _plan_card(error.status, error=error.message)
+    flash(f"You are on {tier.name} now.", "success")
+    return redirect(url_for("account.dashboard"), 303)
+
+
+@bp.post("/account/plan/downgrade")
+@login_required
+def downgrade_plan():
+    try:
+        plan_changes.schedule_downgrade(current_user, request.form.get("tier", ""))
+    except plan_changes.PlanChangeError as error:
+        return _plan_card(error.status, error=error.message)
+    return _plan_card(200)
+
+
+@bp.post("/account/plan/keep")
+@login_required
+def keep_plan():
+    try:
+        plan_changes.cancel_downgrade(current_user)
+    except plan_changes.PlanChangeError as error:
+        return _plan_card(error.status, error=error.message)
+    return _plan_card(200)
+
+
+def _plan_card(status: int, **context):
+    return render_page_or_fragment(
+        "account/plan.html",
+        "account/_plan_change.html",
+        status,
+        plans=plan_changes.plans(current_user),
         **context,
     )

@@ -10,7 +10,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -20,7 +19,6 @@ from flask_login import current_user, login_required
 
 from billing_site.checkout import services
 from billing_site.client_identity import client_key
-from billing_site.errors import error_response
 from billing_site.extensions import limiter
 from billing_site.htmx import is_htmx_request, render_page_or_fragment
 
@@ -107,29 +105,3 @@ def success():
 @bp.get("/checkout/cancel")
 def cancel():
     return render_template("checkout/cancel.html")
-
-
-@bp.post("/api/v1/stripe/checkout")
-@login_required  # under /api/ the login manager answers 401 JSON
-@limit_checkout_starts
-def api_start():
-    payload = request.get_json(silent=True)
-    package_id = payload.get("package_id") if isinstance(payload, dict) else None
-    if not isinstance(package_id, str) or not package_id:
-        return error_response(422, "package_id is required.", error="validation_error")
-    try:
-        checkout = services.start_pack_checkout(current_user._get_current_object(), package_id)
-    except services.UnknownItem:
-        return error_response(404, f"No package {package_id!r}.", error="unknown_package")
-    except services.CheckoutFailed as error:
-        return error_response(502, error.message, error="payment_provider_error")
-    return jsonify(services.checkout_json(checkout)), 201
-
-
-@bp.get("/api/v1/orders/<int:order_id>")
-@login_required  # under /api/ the login manager answers 401 JSON
-def api_order(order_id: int):
-    order = services.find_order_for(current_user._get_current_object(), order_id)
-    if order is None:
-        return error_response(404, "No such order.", error="not_found")
-    return jsonify(services.order_json(order))

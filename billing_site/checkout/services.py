@@ -8,12 +8,11 @@ the order's id, so retrying one order can never create two sessions).
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from flask import current_app, url_for
 from sqlalchemy import select
 
-from billing_site import fulfilment, metrics
+from billing_site import fulfilment, metrics, stripe_catalog
 from billing_site.catalog import Pack, Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.models import LIVE_SUBSCRIPTION_STATUSES, Order, Subscription, User
@@ -154,14 +153,9 @@ def checkout_params(order: Order, customer_id: str, product_name: str) -> dict:
     """The Checkout Session parameters for `order`: prices come from our catalog only."""
     site = current_app.config["SITE_URL"]
     metadata = {"order_id": str(order.id), "user_id": str(order.user_id)}
-    price_data = {
-        "currency": order.currency,
-        "unit_amount": order.amount_cents,
-        "product_data": {"name": product_name},
-    }
     params = {
         "mode": "payment" if order.kind == "pack" else "subscription",
-        "line_items": [{"price_data": price_data, "quantity": 1}],
+        "line_items": [_line_item(order, product_name)],
         "metadata": metadata,
         "client_reference_id": str(order.user_id),
         "customer": customer_id,
@@ -175,9 +169,24 @@ def checkout_params(order: Order, customer_id: str, product_name: str) -> dict:
         # So payment_intent.payment_failed can name the order it failed for.
         params["payment_intent_data"] = {"metadata": metadata}
     else:
-        price_data["recurring"] = {"interval": "month"}
         params["subscription_data"] = {"metadata": {**metadata, "tier": order.item_id}}
     return params
+
+
+def _line_item(order: Order, product_name: str) -> dict:
+    """The catalog's Stripe Price for the item; inline price_data if Stripe has none matching."""
+    kind = "pack" if order.kind == "pack" else "tier"
+    price_id = stripe_catalog.checkout_price_id(kind, order.item_id)
+    if price_id:
+        return {"price": price_id, "quantity": 1}
+    price_data = {
+        "currency": order.currency,
+        "unit_amount": order.amount_cents,
+        "product_data": {"name": product_name},
+    }
+    if kind == "tier":
+        price_data["recurring"] = {"interval": "month"}
+    return {"price_data": price_data, "quantity": 1}
 
 
 def mark_order_failed(order: Order, reason: str) -> None:
@@ -292,34 +301,10 @@ def outcome_state(order: Order) -> str:
     return "paid"  # paid, or paid and since refunded or disputed
 
 
-# --- the JSON API --------------------------------------------------------------------
-
-
-def order_json(order: Order) -> dict:
-    return {
-        "id": order.id,
-        "status": order.status,
-        "amount_cents": order.amount_cents,
-        "currency": order.currency,
-        "credits": order.credits,
-        "created_at": _iso(order.created_at),
-        "paid_at": _iso(order.paid_at),
-    }
-
-
-def checkout_json(start: CheckoutStart) -> dict:
-    expires_at = start.session.get("expires_at")
-    return {
-        "session_id": start.session["id"],
-        "checkout_url": start.url,
-        "expires_at": _iso(datetime.fromtimestamp(expires_at, UTC)) if expires_at else None,
-    }
+# --- shared with the API (billing_site/api/payments.py) --------------------------------
 
 
 def find_order_for(user: User, order_id: int) -> Order | None:
+    """The user's own order; None for anyone else's (answered as a missing one)."""
     order = db.session.get(Order, order_id)
     return order if order is not None and order.user_id == user.id else None
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None

@@ -1,4 +1,4 @@
-"""GET/POST /generate (HTMX or whole page) and POST /api/v1/generations (JSON).
+"""GET/POST /generate (HTMX or whole page), and the limits POST /api/v1/generations shares.
 
 Two rate limits guard generation, each shared by the page and the API so a
 visitor cannot get a second allowance by switching between them:
@@ -21,7 +21,7 @@ from flask import Blueprint, current_app, jsonify, make_response, request, url_f
 from flask_login import current_user
 from limits import parse
 
-from billing_site.account.services import tier_of, touch_month
+from billing_site.account.services import model_offers, tier_of, touch_month, unlocked_models
 from billing_site.catalog import current_catalog
 from billing_site.client_identity import address_key, client_key
 from billing_site.errors import error_response
@@ -225,57 +225,24 @@ def _render(status: int, **context):
 def _model_choices() -> list[dict]:
     catalog = current_catalog()
     allowed = (
-        tier_of(current_user).models if current_user.is_authenticated else catalog.free_tier.models
+        unlocked_models(current_user) if current_user.is_authenticated else catalog.free_tier.models
     )
-    return [{"model": model, "allowed": model.id in allowed} for model in catalog.models]
+    offers = model_offers()
+    return [
+        {"model": model, "allowed": model.id in allowed, "offers": offers[model.id]}
+        for model in catalog.models
+    ]
 
 
-# --- the API -----------------------------------------------------------------------
-
-
-@bp.post("/api/v1/generations")
-@address_ceiling
-@anonymous_cap
-@fair_use
-def api_create():
-    if not request.is_json:
-        return _json(
-            {"error": "unsupported_media_type", "message": "Send the request as application/json."},
-            415,
-        )
-    data, errors = validate_generation(request_data(), current_catalog())
-    if errors:
-        message = " ".join(errors.values())
-        return _json({"error": "validation_failed", "message": message, "fields": errors}, 422)
-    try:
-        result = _generate(data)
-    except services.GenerationRefused as refused:
-        return _json(_refusal_body(refused), refused.status)
-    generation = result.generation
-    body = {
-        "id": generation.id,
-        "model": generation.model,
-        "credits_charged": generation.credits_charged,
-        "balance": result.balance,
-        "image": result.image.data_url,
-    }
-    return _json(body, 201)
-
-
-def _refusal_body(refused: services.GenerationRefused) -> dict:
-    body = {"error": refused.code, "message": refused.message}
-    if refused.status in (402, 403):
-        body["pricing_url"] = url_for("pricing.index", _external=True)
-    if isinstance(refused, services.OutOfCredits):
-        body.update(balance=refused.balance, cost=refused.cost)
-    return body
+# --- shared with the API (billing_site/api/generations.py) ------------------------
 
 
 def request_data() -> dict:
     """The form or the JSON body as a mapping (an unreadable body reads as empty)."""
     if request.path.startswith(API_PREFIX):
         data = request.get_json(silent=True)
-        return data if isinstance(data, dict) else {}
+        # The API's default model, so a request without one costs an attempt too.
+        return {"model": current_catalog().models[0].id, **(data if isinstance(data, dict) else {})}
     return request.form
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from billing_site import credits, metrics
-from billing_site.account.services import grant_free_allowance, tier_of
+from billing_site.account.services import grant_free_allowance, tier_of, unlocked_models
 from billing_site.catalog import Model, Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.generate.forms import GenerationInput
@@ -95,11 +95,51 @@ def generate_for_customer(user_id: int, request: GenerationInput) -> GenerationR
     user = db.session.get(User, user_id)
     tier = tier_of(user)
     model = current_catalog().model(request.model)
-    if model.id not in tier.models:
+    if model.id not in unlocked_models(user, tier):  # the plan's, or a pack buyer's
         raise ModelNotInTier(model, tier)
     generation, draws = _reserve(user, tier, model, request.prompt)
     image = _run(generation, draws)
     return GenerationResult(generation, image, credits.current_balance(user_id))
+
+
+def generation_cost(tier: Tier, model: Model) -> int:
+    """Credits one generation of `model` takes on `tier` (none on an unlimited tier)."""
+    return 0 if tier.is_unlimited else model.cost
+
+
+@dataclass(frozen=True)
+class CreditCheck:
+    """Whether `count` generations of `model` would go through now, and if not, why."""
+
+    has_credit: bool
+    cost: int
+    reason: str | None  # None, "model_not_in_tier", "insufficient_credits", "free_uses_exhausted"
+    shortfall: int  # credits missing (0 unless insufficient_credits)
+
+
+def check_credit(user: User, model: Model, count: int = 1) -> CreditCheck:
+    """The rules generate_for_customer applies, asked without spending (grants the month first)."""
+    grant_free_allowance(user)
+    db.session.commit()
+    tier = tier_of(user)
+    cost = generation_cost(tier, model) * count
+    balance = credits.current_balance(user.id)
+    if model.id not in tier.models:
+        return CreditCheck(False, cost, "model_not_in_tier", 0)
+    # A negative balance (after a clawback) blocks even an unlimited tier.
+    needed = max(cost, 0 if tier.is_unlimited else 1)
+    if balance < needed:
+        return CreditCheck(False, cost, "insufficient_credits", needed - balance)
+    return CreditCheck(True, cost, None, 0)
+
+
+def check_visitor(model: Model, count: int, free_left: int | None) -> CreditCheck:
+    """The same question for an anonymous visitor: free-tier models, within the daily cap."""
+    if model.id not in current_catalog().free_tier.models:
+        return CreditCheck(False, 0, "model_not_in_tier", 0)
+    if free_left is not None and free_left < count:
+        return CreditCheck(False, 0, "free_uses_exhausted", 0)
+    return CreditCheck(True, 0, None, 0)
 
 
 def generate_for_visitor(client_key: str, request: GenerationInput) -> GenerationResult:
@@ -124,7 +164,7 @@ def _reserve(
     # waiting for FOR UPDATE would deadlock.
     credits.lock_user(user.id)
     grant_free_allowance(user)
-    cost = 0 if tier.is_unlimited else model.cost
+    cost = generation_cost(tier, model)
     generation = Generation(user_id=user.id, prompt=prompt, model=model.id, credits_charged=cost)
     db.session.add(generation)
     db.session.flush()

@@ -1,6 +1,7 @@
 """Typed models, one module per domain; import them from here."""
 
 from billing_site.models.admin import AuditLog, Dispute, Refund
+from billing_site.models.api import ApiKey, IdempotencyKey
 from billing_site.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
     ORDER_STATUSES,
@@ -19,6 +20,8 @@ from billing_site.models.types import UTCDateTime, utcnow
 from billing_site.models.user import User
 
 __all__ = [
+    "ApiKey",
+    "IdempotencyKey",
     "AuditLog",
     "CreditLot",
     "Dispute",

@@ -1,11 +1,11 @@
-"""The pricing page at / and /pricing, and the catalog as JSON under /api/v1/."""
+"""The pricing page at / and /pricing (the catalog as JSON is in billing_site/api/catalog.py)."""
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from flask import Blueprint, current_app, jsonify, render_template, request, session
+from flask import Blueprint, current_app, render_template, request, session
 from flask_login import current_user
 
-from billing_site.catalog import Catalog, Pack, Tier, current_catalog
+from billing_site.catalog import Pack, current_catalog
 from billing_site.pricing.page_cache import PUBLIC_PAGE
 
 bp = Blueprint("pricing", __name__)
@@ -53,7 +53,15 @@ def render_pricing_page() -> str:
         catalog=current_catalog(),
         price_per_credit=price_per_credit,
         public_page=not current_user.is_authenticated,
+        plan_labels=_plan_labels(),
     )
+
+
+def _plan_labels() -> dict[str, str]:
+    """Per tier, "Current plan", "Upgrade", "Switch" or "Subscribe" for the customer."""
+    from billing_site.plan_changes import pricing_labels
+
+    return pricing_labels(current_user) if current_user.is_authenticated else {}
 
 
 def anonymous_pricing_page() -> str:
@@ -72,46 +80,3 @@ def anonymous_pricing_page() -> str:
     if cached is None or cached[0] is not catalog:
         cached = pages[key] = (catalog, render_pricing_page())
     return cached[1]
-
-
-@bp.get("/api/v1/stripe/packages")
-def api_packages():
-    catalog = current_catalog()
-    packages = [pack_json(pack, catalog) for pack in catalog.packs]
-    return jsonify({"packages": packages, "currency": catalog.currency})
-
-
-@bp.get("/api/v1/subscriptions/tiers")
-def api_tiers():
-    return jsonify({"tiers": [tier_json(tier) for tier in current_catalog().tiers]})
-
-
-@bp.get("/api/v1/stripe/config")
-def api_stripe_config():
-    # The publishable key is public by design; the secret key never leaves config.
-    return jsonify({"publishable_key": current_app.config["STRIPE_PUBLISHABLE_KEY"]})
-
-
-def pack_json(pack: Pack, catalog: Catalog) -> dict:
-    return {
-        "id": pack.id,
-        "name": pack.name,
-        "credits": pack.credits,
-        "price_cents": pack.price_cents,
-        "currency": catalog.currency,
-        "popular": pack.popular,
-        "savings_percent": catalog.savings_percent(pack),
-    }
-
-
-def tier_json(tier: Tier) -> dict:
-    return {
-        "tier": tier.id,
-        "name": tier.name,
-        # Dollars as a number (9.99) for clients; the site itself keeps cents.
-        "price_monthly": float(Decimal(tier.price_cents) / 100),
-        "credits_per_month": tier.credits_per_month,
-        "is_unlimited": tier.is_unlimited,
-        "models": list(tier.models),
-        "features": list(tier.features),
-    }
