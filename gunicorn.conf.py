@@ -6,9 +6,16 @@ poller instead of holding a thread. A client trickling its body holds one thread
 for at most BODY_READ_TIMEOUT_SECONDS (billing_site/request_limits.py), and a
 body over the size caps is refused from its Content-Length without being read.
 See README "Serving" for what was measured.
+
+Prometheus metrics in multiprocess mode: every worker writes its samples under
+PROMETHEUS_MULTIPROC_DIR, which must exist, be empty at start, and be set before
+a worker imports prometheus_client; /metrics adds the workers' files up.
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
@@ -28,3 +35,29 @@ limit_request_field_size = 8190
 accesslog = "-"
 # Its default control socket is one path per machine, shared by every gunicorn.
 control_socket_disable = True
+
+# --- Prometheus multiprocess mode -------------------------------------------------
+_created_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _created_metrics_dir = tempfile.mkdtemp(prefix="pixel-forge-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _created_metrics_dir
+
+
+def on_starting(server):
+    # Samples left by an earlier run would be added to this one's.
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    # A dead worker's live gauges must stop counting; its counters stay summed.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _created_metrics_dir:
+        shutil.rmtree(_created_metrics_dir, ignore_errors=True)

@@ -1,7 +1,5 @@
 """The billing site: an app factory and the steps that assemble the app."""
 
-import logging
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -54,10 +52,11 @@ def create_app(overrides: dict | None = None) -> Flask:
 
 
 def configure_logging(app: Flask) -> None:
-    logging.basicConfig(
-        level=app.config["LOG_LEVEL"],
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Request ids on every line, JSON with LOG_FORMAT=json, request metrics."""
+    from billing_site import logs, metrics
+
+    logs.configure(app)
+    metrics.init_app(app)
 
 
 def trust_proxies(app: Flask) -> None:
@@ -93,9 +92,11 @@ def serve_anonymous_pricing_from_memory(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     import billing_site.models  # noqa: F401  (registers every table on db.metadata)
+    from billing_site.notifications import outbox
     from billing_site.stripe_gateway import build_gateway
 
     db.init_app(app)
+    outbox.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)
@@ -130,16 +131,22 @@ def register_blueprints(app: Flask) -> None:
         dev,
         generate,
         health,
+        metrics_routes,
         pricing,
         webhook,
     )
+    from billing_site.notifications import dev_routes as dev_mail
+    from billing_site.notifications import preferences
 
     for module in (pricing, auth, checkout, webhook, account, generate, admin, health, api):
         app.register_blueprint(module.bp)
+    app.register_blueprint(metrics_routes.bp)
+    app.register_blueprint(preferences.bp)
     app.register_blueprint(api.key_pages_bp)
     # The local test checkout exists only where there is no real Stripe to use.
     if app.extensions["stripe_gateway"].is_local:
         app.register_blueprint(dev.bp)
+        app.register_blueprint(dev_mail.bp)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -23,6 +23,8 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(expire_credits_command)
     app.cli.add_command(reconcile_command)
     app.cli.add_command(sweep_generations_command)
+    app.cli.add_command(send_emails_command)
+    app.cli.add_command(notify_expiring_credits_command)
     app.cli.add_command(worker_command)
     app.cli.add_command(purge_idempotency_keys_command)
 
@@ -110,3 +112,23 @@ def sweep_generations_command():
     if result.errors:
         # A non-zero exit lets a scheduler alert someone; the rows stay pending for the next run.
         raise SystemExit(1)
+
+
+@click.command("send-emails")
+@with_appcontext
+def send_emails_command():
+    """Send the queued emails whose (next) attempt is due; run it every minute."""
+    from billing_site.notifications import send_due_emails
+
+    counts = send_due_emails()
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    click.echo(f"Emails: {summary or 'none due'}.")
+
+
+@click.command("notify-expiring-credits")
+@with_appcontext
+def notify_expiring_credits_command():
+    """Tell customers about credits expiring within 7 days (once per lot); run it daily."""
+    from billing_site.notifications.scans import notify_expiring_credits
+
+    click.echo(f"Queued {notify_expiring_credits()} expiring-credits email(s).")

@@ -147,6 +147,17 @@ def load_config() -> dict:
         "BODY_READ_TIMEOUT_SECONDS": _int("BODY_READ_TIMEOUT_SECONDS", 10),
         "WTF_CSRF_TIME_LIMIT": None,
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        # Notifications, metrics and logs (billing_site.notifications, billing_site.metrics).
+        # smtp://user:pass@host:port (?tls=1 for STARTTLS, smtps:// for TLS); empty: the
+        # messages stay in the outbox (/dev/mail in development) and are never sent.
+        "MAIL_URL": os.environ.get("MAIL_URL", ""),
+        "MAIL_DEFAULT_SENDER": os.environ.get(
+            "MAIL_DEFAULT_SENDER", "Pixel Forge <billing@localhost>"
+        ),
+        "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", 10),
+        "METRICS_TOKEN": os.environ.get("METRICS_TOKEN", ""),
+        "METRICS_ALLOWED_NETWORKS": os.environ.get("METRICS_ALLOWED_NETWORKS", ""),
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
     }
 
 

@@ -13,16 +13,20 @@ sits in the user's single "debt" lot (negative remaining, never expires) and the
 next credits granted pay it off first.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import case, func, select
 
+from billing_site import metrics
 from billing_site.extensions import db
 from billing_site.models import CreditLot, LedgerEntry, User, utcnow
 
 # Spend order for lots expiring at the same moment: monthly allowances first,
 # since they are replaced at renewal, then purchased credits.
+# Every money event, once, with who, how much and the Stripe id (grep "money ").
+money_log = logging.getLogger("billing_site.money")
 SPEND_PRIORITY = {"free": 0, "monthly": 0, "restore": 1, "pack": 1, "admin": 2}
 
 
@@ -106,6 +110,19 @@ def grant(
         reference=reference or f"{source}:{source_ref}",
         note=note,
     )
+    metrics.CREDITS_GRANTED.labels(source=source).inc(credits)
+    money_log.info(
+        "money %s user_id=%s credits=%s source=%s source_ref=%s order_id=%s "
+        "stripe_event_id=%s balance_after=%s",
+        kind,
+        user.id,
+        credits,
+        source,
+        source_ref,
+        order_id,
+        stripe_event_id,
+        user.balance,
+    )
     return lot
 
 
@@ -165,6 +182,13 @@ def spend(user_id: int, cost: int, *, reference: str, note: str | None = None) -
         _write_entry(user, "spend", -taken, lot=lot, reference=reference, note=note)
     if remaining:  # the balance column and the lots disagree: never write that
         raise RuntimeError(f"user {user.id}: balance {user.balance} but lots lack {remaining}")
+    money_log.info(
+        "money spend user_id=%s credits=%s reference=%s balance_after=%s",
+        user.id,
+        cost,
+        reference,
+        user.balance,
+    )
     return draws
 
 
@@ -176,6 +200,13 @@ def compensate(user_id: int, draws: list[Draw], *, reference: str, note: str | N
         lot.credits_remaining += draw.credits - _pay_off_debt(user, draw.credits)
         _note_expiry(user, lot.expires_at)  # in case the lot expired meanwhile
         _write_entry(user, "compensate", draw.credits, lot=lot, reference=reference, note=note)
+    money_log.info(
+        "money compensate user_id=%s credits=%s reference=%s balance_after=%s",
+        user.id,
+        sum(draw.credits for draw in draws),
+        reference,
+        user.balance,
+    )
 
 
 def claw_back(
@@ -217,6 +248,25 @@ def claw_back(
         reference=reference,
         note=note,
     )
+    metrics.CREDITS_CLAWED_BACK.labels(reason=_clawback_reason(kind, reference)).inc(credits)
+    money_log.info(
+        "money %s user_id=%s credits=%s reference=%s order_id=%s stripe_event_id=%s "
+        "balance_after=%s",
+        kind,
+        user.id,
+        credits,
+        reference,
+        order_id,
+        stripe_event_id,
+        user.balance,
+    )
+
+
+def _clawback_reason(kind: str, reference: str) -> str:
+    if kind == "adjust":
+        return "admin"
+    cause = reference.split(":", 1)[0]
+    return cause if cause in ("refund", "dispute") else "other"
 
 
 def expire_due_lots_for(user: User, now: datetime | None = None) -> int:

@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select
 from billing_site import credits
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Dispute, Order, StripeEvent
+from billing_site.notifications import hooks as notify
 from billing_site.refunds import (
     clawable_credits,
     lock_order_for_payment,
@@ -70,18 +71,23 @@ def apply_dispute(
     happens once. An event older than one already seen for the dispute is stale.
     """
     order = lock_order_for_payment(obj.get("payment_intent"), obj.get("charge"))
-    dispute = _lock_dispute(obj["id"]) or _new_dispute(obj)
+    existing = _lock_dispute(obj["id"])
+    dispute = existing or _new_dispute(obj)
     status = obj.get("status") or "needs_response"
     if _is_stale(dispute, status, stripe_event_id, event_created) or _goes_back(dispute, status):
         return f"noop: stale event (dispute {dispute.status})"
+    previous_status = existing.status if existing is not None else None
     _copy_fields(dispute, obj, order)
     if order is None:
-        return "recorded: no order for this charge"
-    if status in RESTORING_STATUSES:
-        return _give_back(order, dispute, stripe_event_id)
-    if status not in TAKING_STATUSES:
-        return f"recorded: unknown dispute status {status}"
-    return _take_credits(order, dispute, stripe_event_id)
+        outcome = "recorded: no order for this charge"
+    elif status in RESTORING_STATUSES:
+        outcome = _give_back(order, dispute, stripe_event_id)
+    elif status in TAKING_STATUSES:
+        outcome = _take_credits(order, dispute, stripe_event_id)
+    else:
+        outcome = f"recorded: unknown dispute status {status}"
+    notify.dispute_changed(dispute, order, previous_status)  # logged, counted, admins told
+    return outcome
 
 
 def _goes_back(dispute: Dispute, status: str) -> bool:

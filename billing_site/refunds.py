@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from billing_site import audit, credits
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Order, Refund, utcnow
+from billing_site.notifications import hooks as notify
 from billing_site.stripe_gateway import GatewayError, current_gateway, stripe_id
 
 REFUND_REASONS = {
@@ -396,6 +397,7 @@ def apply_refund_succeeded(
         order, reference=f"refund:{refund.id}", stripe_event_id=stripe_event_id
     )
     _update_status(order)
+    notify.refund_settled(order, refund)  # logged, counted, the customer emailed after commit
     return "refund applied"
 
 
@@ -424,6 +426,7 @@ def apply_refund_failed(
         _update_status(order)
     refund.status = "failed"
     refund.failure_reason = reason
+    notify.refund_settled(order, refund)
     return "refund failed"
 
 

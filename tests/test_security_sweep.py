@@ -42,6 +42,9 @@ ACCESS = {
     "health.": PUBLIC,
     "webhook.": PUBLIC,  # Stripe has no session; the signature is its credential
     "dev.": PUBLIC,  # the local test checkout plays Stripe's part (development only)
+    "dev_mail.": PUBLIC,  # the development outbox, registered with the local checkout only
+    "metrics.scrape": PUBLIC,  # open in development; token or network in production
+    "email_preferences.": CUSTOMER,
     "generate.": PUBLIC,  # visitors get free tries
     "checkout.cancel": PUBLIC,  # Stripe sends whoever cancels back here
     "checkout.": CUSTOMER,

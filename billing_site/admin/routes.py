@@ -73,4 +73,4 @@ def audit_log():
     )
 
 
-from billing_site.admin import books, events, orders, users  # noqa: E402,F401  (attach their routes)
+from billing_site.admin import books, events, health, orders, users  # noqa: E402,F401  (attach their routes)

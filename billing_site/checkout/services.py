@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from flask import current_app, url_for
 from sqlalchemy import select
 
-from billing_site import fulfilment, stripe_catalog
+from billing_site import fulfilment, metrics, stripe_catalog
 from billing_site.catalog import Pack, Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.models import LIVE_SUBSCRIPTION_STATUSES, Order, Subscription, User
@@ -135,6 +135,7 @@ def open_checkout_session(user: User, order: Order, *, product_name: str) -> Che
         raise CheckoutFailed(error.message, order) from error
     order.checkout_session_id = session["id"]
     db.session.commit()
+    metrics.CHECKOUTS_STARTED.labels(kind=order.kind).inc()
     return CheckoutStart(url=session["url"], order=order, session=session)
 
 

@@ -13,13 +13,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from billing_site import credits
+from billing_site import credits, metrics
 from billing_site.account.services import grant_free_allowance, tier_of, unlocked_models
 from billing_site.catalog import Model, Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.generate.forms import GenerationInput
 from billing_site.generator import GeneratedImage, current_generator
 from billing_site.models import Generation, LedgerEntry, User, utcnow
+from billing_site.notifications import hooks as notify
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,12 @@ def _reserve(
             _refuse_debt(user)
     except credits.InsufficientCredits as error:
         db.session.rollback()
+        metrics.count_credit_check(model.id, purchase_required=True)
         raise OutOfCredits(error.balance, cost or 1) from error
+    if cost:
+        notify.balance_spent(user.id)  # a low-balance email, once per top-up
     db.session.commit()
+    metrics.count_credit_check(model.id, purchase_required=False)
     return generation, draws
 
 
@@ -217,6 +222,7 @@ def _finish(generation: Generation, image: GeneratedImage) -> bool:
     generation.status = "succeeded"
     generation.result = image.svg
     db.session.commit()
+    metrics.GENERATIONS.labels(status="succeeded").inc()
     return True
 
 
@@ -246,6 +252,7 @@ def _fail(
     generation.status = "failed"
     generation.error = reason[:1000]
     db.session.commit()
+    metrics.GENERATIONS.labels(status="failed").inc()
     return True
 
 

@@ -14,6 +14,7 @@ from billing_site.models.billing import (
     WorkerHeartbeat,
 )
 from billing_site.models.generation import Generation
+from billing_site.models.notification import EmailPreference, OutboundEmail
 from billing_site.models.settings import SiteSetting
 from billing_site.models.types import UTCDateTime, utcnow
 from billing_site.models.user import User
@@ -24,12 +25,14 @@ __all__ = [
     "AuditLog",
     "CreditLot",
     "Dispute",
+    "EmailPreference",
     "Generation",
     "JobRun",
     "LIVE_SUBSCRIPTION_STATUSES",
     "LedgerEntry",
     "ORDER_STATUSES",
     "Order",
+    "OutboundEmail",
     "Refund",
     "SiteSetting",
     "StripeEvent",

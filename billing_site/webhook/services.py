@@ -19,6 +19,7 @@ changes nothing), "ignored" (no handler for the type).
 import json
 import logging
 import re
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
 from sqlalchemy.orm import undefer
 
+from billing_site import metrics, notifications
 from billing_site.extensions import db, dialect_insert
 from billing_site.models import StripeEvent, utcnow
 from billing_site.stripe_gateway import current_gateway, stripe_id
@@ -76,6 +78,9 @@ def receive_event(event: dict) -> bool:
     except Exception:
         db.session.rollback()
         raise
+    metrics.WEBHOOK_EVENTS.labels(
+        type=event["type"], outcome="queued" if stored else "duplicate"
+    ).inc()
     log.info(
         "webhook event_id=%s type=%s object_id=%s status=%s",
         event["id"],
@@ -122,7 +127,8 @@ def apply_stored(stored: StripeEvent) -> str:
 
 
 def _after_event(stored: StripeEvent, outcome: str) -> None:
-    """What else happens when an event is applied; nothing yet (notifications will join)."""
+    """What else happens when an event is applied, in its transaction: the emails it calls for."""
+    notifications.after_event(stored.payload)
 
 
 def lock_event(event_id: str, *, skip_locked: bool = False) -> StripeEvent | None:
@@ -236,16 +242,19 @@ class Applied:
 
 def apply_and_commit(stored: StripeEvent) -> Applied:
     """Apply a claimed (locked) event and commit; on an error roll back and record the attempt."""
-    event_id, event_type = stored.id, stored.type
+    event_id, event_type, created = stored.id, stored.type, stored.created
+    started = time.perf_counter()
     try:
         outcome = apply_stored(stored)
         db.session.commit()
     except Exception as error:
         db.session.rollback()
         status = record_failure(event_id, error)
+        metrics.observe_webhook(event_type, "failed", started)
         return Applied(
             event_id, event_type, f"error: {error!r} ({status or 'done meanwhile'})", False
         )
+    metrics.observe_webhook(event_type, outcome, started, created=created)
     _log_applied(stored, outcome)
     return Applied(event_id, event_type, outcome, True)
 

@@ -145,3 +145,18 @@ def reconcile() -> str:
         f"{len(results)} event(s) from Stripe: {counts['applied']} applied, "
         f"{counts['skipped']} already done, {counts['failed']} failed"
     )
+
+
+@job("send-emails", every_seconds=60)
+def send_emails() -> str:
+    from billing_site.notifications import send_due_emails
+
+    counts = send_due_emails()
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none due"
+
+
+@job("notify-expiring-credits", every_seconds=86400)
+def notify_expiring_credits() -> str:
+    from billing_site.notifications.scans import notify_expiring_credits as notify
+
+    return f"queued {notify()} expiring-credits email(s)"
