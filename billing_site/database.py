@@ -43,11 +43,13 @@ def _end_read_only_transaction(error: BaseException | None) -> None:
     if error is not None or not db.session.registry.has():
         return
     session = db.session()
-    if not session.in_transaction():
+    transaction = session.get_transaction()
+    if transaction is None or not transaction.is_active:
         return  # Flask-SQLAlchemy's teardown rolls back (and closes) as before
     if session.new or session.dirty or session.deleted:
         return  # unflushed changes nobody committed: never commit them here
-    if session.connection().info.get(WROTE):
+    connection = session.connection()
+    if connection.invalidated or connection.info.get(WROTE):
         return
     session.commit()
 
@@ -62,7 +64,8 @@ def _track_writes(engine: Engine) -> None:
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
     def forget_writes(connection):
-        connection.info.pop(WROTE, None)
+        if not connection.invalidated:  # a dead connection's info went with it
+            connection.info.pop(WROTE, None)
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
