@@ -51,6 +51,9 @@ def _end_read_only_transaction(error: BaseException | None) -> None:
     connection = session.connection()
     if connection.invalidated or connection.info.get(WROTE):
         return
+    # Without expiring: the objects leave the session as a rollback-and-close
+    # would leave them, still readable (a test or a CLI command may hold some).
+    session.expire_on_commit = False
     session.commit()
 
 
