@@ -5,12 +5,15 @@ from billing_site.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
     ORDER_STATUSES,
     CreditLot,
+    JobRun,
     LedgerEntry,
     Order,
     StripeEvent,
     Subscription,
+    WorkerHeartbeat,
 )
 from billing_site.models.generation import Generation
+from billing_site.models.settings import SiteSetting
 from billing_site.models.types import UTCDateTime, utcnow
 from billing_site.models.user import User
 
@@ -19,14 +22,17 @@ __all__ = [
     "CreditLot",
     "Dispute",
     "Generation",
+    "JobRun",
     "LIVE_SUBSCRIPTION_STATUSES",
     "LedgerEntry",
     "ORDER_STATUSES",
     "Order",
     "Refund",
+    "SiteSetting",
     "StripeEvent",
     "Subscription",
     "UTCDateTime",
     "User",
+    "WorkerHeartbeat",
     "utcnow",
 ]
