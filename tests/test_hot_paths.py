@@ -199,7 +199,7 @@ def test_the_dropped_connection_drill_passes_without_pre_ping(make_app, monkeypa
     """tests/test_failures.py's drill, on the production engine options."""
     app = make_app(SQLALCHEMY_ENGINE_OPTIONS=PRODUCTION_ENGINE_OPTIONS)
     with app.app_context():
-        test_failures.test_webhook_whose_database_connection_drops_answers_500_and_its_retry_grants_once(
+        test_failures.test_event_whose_database_connection_drops_is_retried_by_the_worker_and_grants_once(
             _db, app.test_client(), monkeypatch, moment
         )
         _db.session.remove()
