@@ -41,6 +41,7 @@ def write(path: Path, *, bench, machine, versions, settings, targets, elapsed, g
         "",
         *_notes(bench),
         *_cpu(bench),
+        *_multiples(bench),
         *_correctness(bench),
         *_memory(bench),
         *_statuses(bench),
@@ -88,6 +89,29 @@ def _cpu(bench) -> list[str]:
         if run.site is not None:
             floor = _cpu_cells(run.floor) if run.floor else " | "
             lines.append(f"| {run.name} | {_cpu_cells(run.site)} | {run.floor_name} | {floor} |")
+    return [*lines, ""]
+
+
+def _multiples(bench) -> list[str]:
+    rows = getattr(bench, "multiples", None)
+    if not rows:
+        return []
+    lines = [
+        "## Hot paths as multiples of the webhook floor",
+        "",
+        "App CPU per request (the table above) over the webhook floor's (verify a signature,",
+        "insert one row), both measured in this run: absolute CPU times on these machines move",
+        "by 2.5x from one day to the next, the multiple much less. Before: the 2026-11-21 run.",
+        "",
+        "| path | app ms | webhook floor app ms | multiple | before | target | result |",
+        "|---|---:|---:|---|---|---|---|",
+    ]
+    for row in rows:
+        verdict = "**pass**" if row["passed"] else "**FAIL**"
+        lines.append(
+            f"| {row['name']} | {row['app_ms']:.2f} | {row['floor_ms']:.2f} | {row['multiple']} "
+            f"| {row['before']} | {row['target']} | {verdict} |"
+        )
     return [*lines, ""]
 
 
@@ -190,6 +214,9 @@ def summary(bench) -> str:
         lines.append(
             f"    CPU ms per request, app + PostgreSQL: {_cpu_cells(run.site, ' + ')}{floor_cpu}"
         )
+    for row in getattr(bench, "multiples", []):
+        verdict = "pass" if row["passed"] else "FAIL"
+        lines.append(f"  {row['name']}: {row['multiple']} the webhook floor's app CPU [{verdict}]")
     for name, (actual, expected) in bench.checks.items():
         lines.append(f"  check {name}: {actual} (expected {expected})")
     if bench.spending:

@@ -59,6 +59,16 @@ TARGETS = {
     "history_slowdown": 1.5,
 }
 
+# The hot paths' app CPU per request as multiples of the webhook floor's, measured
+# in the same run (issue 15, item 6): (path, target, multiple before the work, from
+# the 2026-11-21 run: 12.05, 11.79 and 10.44 ms against a floor of 0.69 ms).
+CPU_MULTIPLE_TARGETS = {
+    "account10": ("GET /account, customer with 10 ledger entries", 6.0, 17.5),
+    "generation": ("a generation (POST /api/v1/generations, built-in generator)", 5.0, 15.1),
+}
+# The 100,000-entry account page beside the 10-entry one (before: 0.98x).
+HISTORY_CPU_TARGET = 1.2
+
 
 @dataclass
 class Run:
@@ -80,6 +90,7 @@ class Bench:
     checks: dict = field(default_factory=dict)
     spending: list = field(default_factory=list)
     memory: dict = field(default_factory=dict)
+    multiples: list = field(default_factory=list)  # rows for the CPU multiples table
     missing: list = field(default_factory=list)
     log: object = None
     servers: dict = field(default_factory=dict)  # base URL -> the Gunicorn serving it
@@ -323,6 +334,47 @@ def measure_everything(bench: Bench, floor_url: str, site_url: str, fixtures: di
     measure_accounts(bench, site_url, fixtures, floor_page)
     measure_webhook(bench, floor_url, site_url, fixtures)
     measure_generations(bench, site_url, fixtures)
+    bench.multiples = cpu_multiples(fixtures)
+
+
+def cpu_multiples(fixtures: dict) -> list[dict]:
+    """Each hot path's app CPU per request over the webhook floor's, against its target."""
+    floor = fixtures.get("floor_webhook")
+    if floor is None or not floor.app_cpu_ms:
+        return []
+    rows = []
+    for key, (name, target, before) in CPU_MULTIPLE_TARGETS.items():
+        result = fixtures.get("cpu", {}).get(key)
+        if result is None or result.app_cpu_ms is None:
+            continue
+        multiple = result.app_cpu_ms / floor.app_cpu_ms
+        rows.append(
+            {
+                "name": name,
+                "app_ms": result.app_cpu_ms,
+                "floor_ms": floor.app_cpu_ms,
+                "multiple": f"{multiple:.1f}x",
+                "before": f"{before:.1f}x",
+                "target": f"<= {target:.0f}x the floor",
+                "passed": multiple <= target,
+            }
+        )
+        if key == "account10" and fixtures["cpu"].get("account100k") is not None:
+            heavy = fixtures["cpu"]["account100k"]
+            ratio = heavy.app_cpu_ms / result.app_cpu_ms
+            rows.append(
+                {
+                    "name": "GET /account, customer with 100,000 ledger entries",
+                    "app_ms": heavy.app_cpu_ms,
+                    "floor_ms": floor.app_cpu_ms,
+                    "multiple": f"{heavy.app_cpu_ms / floor.app_cpu_ms:.1f}x"
+                    f" ({ratio:.2f}x the 10-entry page)",
+                    "before": "17.1x (0.98x the 10-entry page)",
+                    "target": f"within {HISTORY_CPU_TARGET}x of the 10-entry page",
+                    "passed": ratio <= HISTORY_CPU_TARGET,
+                }
+            )
+    return rows
 
 
 def measure_accounts(bench, base_url, fixtures, floor_page) -> None:
@@ -339,6 +391,7 @@ def measure_accounts(bench, base_url, fixtures, floor_page) -> None:
     for entries in HISTORY_ENTRIES:
         results[entries] = measure_page(bench, base_url, "/account", sessions[entries].headers())
     few, many = (results[entries] for entries in HISTORY_ENTRIES)
+    fixtures.setdefault("cpu", {}).update(account10=few, account100k=many)
     bench.runs.append(
         Run(
             f"account page, customer with {HISTORY_ENTRIES[0]} ledger entries",
@@ -425,6 +478,7 @@ def measure_generations(bench, base_url, fixtures) -> None:
     bench.say(f"POST /api/v1/generations: {SECONDS} s at {connections} connections")
     result = measured_wrk(bench, base_url, request_file, connections=connections, seconds=SECONDS)
     fixtures["measured"].add("generation")
+    fixtures.setdefault("cpu", {})["generation"] = result
     created, refused = result.count(200, 201), result.count(402)
     bench.runs.append(
         Run(

@@ -92,10 +92,12 @@ def serve_anonymous_pricing_from_memory(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     import billing_site.models  # noqa: F401  (registers every table on db.metadata)
+    from billing_site.database import configure_database
     from billing_site.notifications import outbox
     from billing_site.stripe_gateway import build_gateway
 
     db.init_app(app)
+    configure_database(app)
     outbox.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     login_manager.init_app(app)

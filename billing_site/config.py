@@ -70,7 +70,10 @@ def load_config() -> dict:
         "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
         "SITE_URL": os.environ.get("SITE_URL", "http://127.0.0.1:5000").rstrip("/"),
         "SQLALCHEMY_DATABASE_URI": _database_url(),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # No pool_pre_ping (a round trip before every transaction): billing_site/database.py
+        # pings only connections that sat idle, and SQLAlchemy replaces one that dies in use.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": 3600},
+        "DATABASE_IDLE_PING_SECONDS": _int("DATABASE_IDLE_PING_SECONDS", 10),
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
         # When Redis is unreachable, limits keep holding per process rather than vanish.

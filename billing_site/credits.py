@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, event, func, select
+from sqlalchemy.orm import Session
 
 from billing_site import metrics
 from billing_site.extensions import db
@@ -47,20 +48,51 @@ class Draw:
     credits: int
 
 
+# The statements every spend runs are built once, with bound parameters:
+# building a select() costs about as much as running it.
+LOCK_USER = (
+    select(User)
+    .where(User.id == bindparam("user_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+# Key in Session.info: the ids of users whose row this transaction has locked.
+LOCKED_USERS = "locked_users"
+
+
 def lock_user(user_id: int) -> User:
-    """The user's row, locked for the rest of the transaction and freshly read."""
-    statement = (
-        select(User)
-        .where(User.id == user_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return db.session.execute(statement).scalar_one()
+    """The user's row, locked for the rest of the transaction and freshly read.
+
+    Locked once per transaction: a row this transaction already holds cannot
+    have changed under it, so a second lock (a generation's reserve, then its
+    spend) answers from the session instead of asking PostgreSQL again.
+    """
+    locked = db.session.info.setdefault(LOCKED_USERS, set())
+    if user_id in locked:
+        user = db.session.get(User, user_id)
+        if user is not None:
+            return user
+    user = db.session.execute(LOCK_USER, {"user_id": user_id}).scalar_one()
+    locked.add(user_id)
+    return user
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, transaction) -> None:
+    # The database transaction's end, or a savepoint's (rolled back, it releases
+    # its locks); not the inner transactions the ORM opens around each flush.
+    if transaction.parent is None or transaction.nested:
+        session.info.pop(LOCKED_USERS, None)
+
+
+FIND_LOT = select(CreditLot).where(
+    CreditLot.source == bindparam("source"), CreditLot.source_ref == bindparam("source_ref")
+)
 
 
 def find_lot(source: str, source_ref: str) -> CreditLot | None:
     return db.session.execute(
-        select(CreditLot).where(CreditLot.source == source, CreditLot.source_ref == source_ref)
+        FIND_LOT, {"source": source, "source_ref": source_ref}
     ).scalar_one_or_none()
 
 
@@ -330,19 +362,32 @@ def live_lots(user_id: int) -> list[CreditLot]:
     return _live_lots(user_id)
 
 
+# The spend order, soonest expiry first. Like LOCK_USER, built once: building a
+# select() costs about as much as running it.
+_LIVE_LOTS = select(CreditLot).where(
+    CreditLot.user_id == bindparam("user_id"),
+    CreditLot.credits_remaining > 0,
+    (CreditLot.expires_at.is_(None)) | (CreditLot.expires_at > bindparam("now")),
+)
+_SPEND_ORDER = (
+    CreditLot.expires_at.is_(None),
+    CreditLot.expires_at,
+    case(SPEND_PRIORITY, value=CreditLot.source, else_=3),
+    CreditLot.id,
+)
+LIVE_LOTS = _LIVE_LOTS.order_by(*_SPEND_ORDER)
+LIVE_LOTS_FROM = _LIVE_LOTS.where(
+    CreditLot.source.in_(bindparam("sources", expanding=True))
+).order_by(*_SPEND_ORDER)
+
+
 def _live_lots(user_id: int, sources: tuple[str, ...] | None = None) -> list[CreditLot]:
-    priority = case(SPEND_PRIORITY, value=CreditLot.source, else_=3)
-    statement = select(CreditLot).where(
-        CreditLot.user_id == user_id,
-        CreditLot.credits_remaining > 0,
-        (CreditLot.expires_at.is_(None)) | (CreditLot.expires_at > utcnow()),
-    )
+    params = {"user_id": user_id, "now": utcnow()}
     if sources:
-        statement = statement.where(CreditLot.source.in_(sources))
-    statement = statement.order_by(
-        CreditLot.expires_at.is_(None), CreditLot.expires_at, priority, CreditLot.id
-    )
-    return list(db.session.execute(statement).scalars())
+        statement, params["sources"] = LIVE_LOTS_FROM, list(sources)
+    else:
+        statement = LIVE_LOTS
+    return list(db.session.execute(statement, params).scalars())
 
 
 def _retire_lot(user: User, lot: CreditLot, *, kind: str, note: str) -> None:

@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from billing_site import credits, metrics
 from billing_site.account.services import grant_free_allowance, tier_of, unlocked_models
@@ -97,9 +98,9 @@ def generate_for_customer(user_id: int, request: GenerationInput) -> GenerationR
     model = current_catalog().model(request.model)
     if model.id not in unlocked_models(user, tier):  # the plan's, or a pack buyer's
         raise ModelNotInTier(model, tier)
-    generation, draws = _reserve(user, tier, model, request.prompt)
+    generation, draws, balance = _reserve(user, tier, model, request.prompt)
     image = _run(generation, draws)
-    return GenerationResult(generation, image, credits.current_balance(user_id))
+    return GenerationResult(generation, image, balance)
 
 
 def generation_cost(tier: Tier, model: Model) -> int:
@@ -150,6 +151,8 @@ def generate_for_visitor(client_key: str, request: GenerationInput) -> Generatio
         raise ModelNotInTier(model, None)
     generation = Generation(client_key=client_key, prompt=request.prompt, model=model.id)
     db.session.add(generation)
+    db.session.flush()
+    db.session.expunge(generation)  # readable after the commit without a query (see _reserve)
     db.session.commit()
     image = _run(generation, [])
     return GenerationResult(generation, image, None)
@@ -157,8 +160,13 @@ def generate_for_visitor(client_key: str, request: GenerationInput) -> Generatio
 
 def _reserve(
     user: User, tier: Tier, model: Model, prompt: str
-) -> tuple[Generation, list[credits.Draw]]:
-    """Commit a pending generation with its credits taken, or raise OutOfCredits."""
+) -> tuple[Generation, list[credits.Draw], int]:
+    """Commit a pending generation with its credits taken, or raise OutOfCredits.
+
+    Returns the generation (detached: its fields stay readable after the commit
+    without a query), what was drawn, and the balance the spend left, read under
+    the user's lock, so the answer needs no transaction of its own to show it.
+    """
     # Lock the user row before inserting the generation: the insert's foreign key
     # takes a share lock on that row, and two requests each holding one while
     # waiting for FOR UPDATE would deadlock.
@@ -180,9 +188,14 @@ def _reserve(
         raise OutOfCredits(error.balance, cost or 1) from error
     if cost:
         notify.balance_spent(user.id)  # a low-balance email, once per top-up
+    db.session.flush()
+    balance = user.balance
+    # Out of the session before the commit, so the commit does not expire it:
+    # the generator, _finish and the answer read it as it was just written.
+    db.session.expunge(generation)
     db.session.commit()
     metrics.count_credit_check(model.id, purchase_required=False)
-    return generation, draws
+    return generation, draws, balance
 
 
 def _refuse_debt(user: User) -> None:
@@ -208,21 +221,41 @@ def _run(generation: Generation, draws: list[credits.Draw]) -> GeneratedImage:
     return image
 
 
+# On the table, not the entity: a plain UPDATE skips the ORM's DML machinery.
+_generations = Generation.__table__
+FINISH_PENDING = (
+    update(_generations)
+    .where(_generations.c.id == bindparam("generation_id"), _generations.c.status == "pending")
+    .values(status="succeeded", result=bindparam("svg"))
+)
+
+
 def _finish(generation: Generation, image: GeneratedImage) -> bool:
-    """Mark the generation succeeded, or do nothing and return False if it is no longer pending."""
-    generation = _lock_generation(generation.id)
-    if generation.status != "pending":
+    """Mark the generation succeeded, or do nothing and return False if it is no longer pending.
+
+    One conditional UPDATE: it waits for a sweep holding the row's lock and then
+    re-checks `status = 'pending'` on the row as the sweep left it, so a
+    generation the sweep failed (and refunded) is never marked succeeded.
+    """
+    finished = (
+        db.session.connection()
+        .execute(FINISH_PENDING, {"generation_id": generation.id, "svg": image.svg})
+        .rowcount
+    )
+    if not finished:
+        status = db.session.scalar(select(Generation.status).where(Generation.id == generation.id))
+        db.session.rollback()
         log.warning(
             "generation %s finished after it was marked %s; result discarded",
             generation.id,
-            generation.status,
+            status,
         )
-        db.session.rollback()
         return False
-    generation.status = "succeeded"
-    generation.result = image.svg
     db.session.commit()
     metrics.GENERATIONS.labels(status="succeeded").inc()
+    if generation not in db.session:  # the detached copy _reserve handed out
+        set_committed_value(generation, "status", "succeeded")
+        set_committed_value(generation, "result", image.svg)
     return True
 
 

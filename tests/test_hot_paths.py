@@ -1,0 +1,205 @@
+"""The lean hot paths (issue 15, item 6): what the account page and a generation send
+to PostgreSQL, and that the shortcuts change nothing anyone can observe.
+
+Counted, never timed: the statements, locks and transactions each request sends
+(engine events on the app's own engine), which is what made these paths costly.
+"""
+
+import contextlib
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, event, select, text
+
+from billing_site.extensions import db as _db
+from billing_site.models import Generation, User
+from tests import test_failures
+from tests.conftest import post_json
+from tests.factories import logged_in, make_customer
+
+
+class Recorder:
+    """The SQL statements, COMMITs and ROLLBACKs an app's engine sends meanwhile."""
+
+    def __init__(self):
+        self.statements, self.ends = [], []
+
+    def statement(self, connection, cursor, statement, *args):
+        self.statements.append(" ".join(statement.split()))
+
+    def matching(self, start: str, contains: str = "") -> list[str]:
+        return [s for s in self.statements if s.startswith(start) and contains in s]
+
+
+@contextlib.contextmanager
+def recorded(app: Flask):
+    with app.app_context():
+        engine = _db.engine
+    recorder = Recorder()
+    listeners = [
+        ("before_cursor_execute", recorder.statement),
+        ("commit", lambda connection: recorder.ends.append("COMMIT")),
+        ("rollback", lambda connection: recorder.ends.append("ROLLBACK")),
+    ]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        yield recorder
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+
+
+def balance_in_database(app, user_id: int) -> int:
+    with app.app_context():
+        return _db.session.scalar(select(User.balance).where(User.id == user_id))
+
+
+# --- the account page -----------------------------------------------------------------
+
+
+def test_account_page_reads_the_subscription_once_and_commits_instead_of_rolling_back(app, client):
+    user_id = make_customer(app, balance=7, tier="basic")
+    logged_in(client, app, user_id)
+    client.get("/account")  # the month's first view grants nothing on a paid plan, but warms up
+
+    with recorded(app) as sql:
+        page = client.get("/account")
+
+    assert page.status_code == 200
+    assert "Basic" in page.get_data(as_text=True)
+    assert len(sql.matching("SELECT subscriptions.")) == 1
+    assert not [s for s in sql.statements if not s.startswith("SELECT")]
+    # Read-only: committed, so psycopg keeps its prepared statements for the next view.
+    assert sql.ends == ["COMMIT"]
+
+
+def test_a_request_that_wrote_without_committing_is_still_rolled_back(make_app):
+    app = make_app()
+    user_id = make_customer(app)
+
+    @app.get("/_test/write-and-forget")
+    def write_and_forget():
+        _db.session.get(User, user_id).balance = 1_000
+        _db.session.flush()  # written to the transaction, never committed
+        return "ok"
+
+    @app.get("/_test/write-unflushed")
+    def write_unflushed():
+        _db.session.get(User, user_id).balance = 2_000
+        return "ok"
+
+    client = app.test_client()
+    with recorded(app) as sql:
+        assert client.get("/_test/write-and-forget").status_code == 200
+        assert client.get("/_test/write-unflushed").status_code == 200
+
+    assert sql.ends == ["ROLLBACK", "ROLLBACK"]
+    assert balance_in_database(app, user_id) == 0
+
+
+def test_a_failed_request_commits_nothing(make_app):
+    app = make_app()
+    user_id = make_customer(app)
+
+    @app.get("/_test/read-then-fail")
+    def read_then_fail():
+        _db.session.get(User, user_id).balance = 3_000
+        _db.session.flush()
+        raise RuntimeError("boom")
+
+    assert app.test_client().get("/_test/read-then-fail").status_code == 500
+    assert balance_in_database(app, user_id) == 0
+
+
+# --- a generation -----------------------------------------------------------------------
+
+
+def test_a_generation_locks_the_user_once_in_two_transactions_and_answers_the_rows_balance(
+    app, client
+):
+    user_id = make_customer(app, balance=5, tier="basic")
+    logged_in(client, app, user_id)
+    post_json(client, "/api/v1/generations", {"prompt": "warm-up", "model": "standard"})
+
+    with recorded(app) as sql:
+        answer = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "hd"})
+
+    assert answer.status_code == 201
+    body = answer.get_json()
+    assert body["balance"] == balance_in_database(app, user_id) == 5 - 1 - 2
+    assert len(sql.matching("SELECT users.", "FOR UPDATE")) == 1
+    assert len(sql.matching("SELECT subscriptions.")) == 1
+    # The reserve and the finish; the answer needs no transaction of its own.
+    # (post_json's GET for a CSRF token is read-only and commits too.)
+    generate_ends = sql.ends[-2:]
+    assert generate_ends == ["COMMIT", "COMMIT"]
+    assert not sql.matching("SELECT generations.")  # nothing re-read after its commits
+    with app.app_context():
+        generation = _db.session.get(Generation, body["id"])
+        assert (generation.status, generation.model, generation.credits_charged) == (
+            "succeeded",
+            "hd",
+            2,
+        )
+        assert generation.result.startswith("<svg")
+
+
+def test_the_balance_answered_is_the_balance_after_each_generation(app, client):
+    user_id = make_customer(app, balance=3)
+    logged_in(client, app, user_id)
+    balances = []
+    for prompt in ("one", "two", "three"):
+        answer = post_json(client, "/api/v1/generations", {"prompt": prompt, "model": "standard"})
+        balances.append((answer.status_code, answer.get_json()["balance"]))
+        assert answer.get_json()["balance"] == balance_in_database(app, user_id)
+    # The free tier's monthly credits arrive with the first generation of the month.
+    free = balances[0][1] + 1 - 3
+    assert balances == [(201, 3 + free - 1), (201, 3 + free - 2), (201, 3 + free - 3)]
+
+
+# --- connections -----------------------------------------------------------------------
+
+
+PRODUCTION_ENGINE_OPTIONS = {"pool_recycle": 3600}  # config.py's: no pool_pre_ping
+
+
+def kill_every_other_backend(app) -> int:
+    """Terminate every client backend but our own: the app's pooled connections die idle."""
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    with engine.begin() as connection:
+        killed = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    return killed
+
+
+def test_without_pre_ping_a_connection_killed_while_idle_is_replaced_before_use(make_app):
+    app = make_app(
+        SQLALCHEMY_ENGINE_OPTIONS=PRODUCTION_ENGINE_OPTIONS, DATABASE_IDLE_PING_SECONDS=0
+    )
+    user_id = make_customer(app, balance=5)
+    client = app.test_client()
+    logged_in(client, app, user_id)
+    assert client.get("/account").status_code == 200
+
+    assert kill_every_other_backend(app) >= 1
+
+    assert client.get("/account").status_code == 200
+    assert client.get("/account").status_code == 200
+
+
+@pytest.mark.parametrize("moment", ["before_the_ledger_insert", "after_the_ledger_insert"])
+def test_the_dropped_connection_drill_passes_without_pre_ping(make_app, monkeypatch, moment):
+    """tests/test_failures.py's drill, on the production engine options."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS=PRODUCTION_ENGINE_OPTIONS)
+    with app.app_context():
+        test_failures.test_event_whose_database_connection_drops_is_retried_by_the_worker_and_grants_once(
+            _db, app.test_client(), monkeypatch, moment
+        )
+        _db.session.remove()
