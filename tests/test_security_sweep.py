@@ -39,6 +39,7 @@ ACCESS = {
     "webhook.": PUBLIC,  # Stripe has no session; the signature is its credential
     "dev.": PUBLIC,  # the local test checkout plays Stripe's part (development only)
     "generate.": PUBLIC,  # visitors get free tries
+    "generate.download": CUSTOMER,  # a customer's own image, as a file
     "checkout.cancel": PUBLIC,  # Stripe sends whoever cancels back here
     "checkout.": CUSTOMER,
     "account.": CUSTOMER,
