@@ -279,7 +279,9 @@ class ConsoleErrors:
     assert what those pages say.
     """
 
-    CLIENT_ERROR = re.compile(r"^Failed to load resource: the server responded with a status of 4\d\d")
+    CLIENT_ERROR = re.compile(
+        r"^Failed to load resource: the server responded with a status of 4\d\d"
+    )
 
     def __init__(self):
         self.errors: list[str] = []

@@ -38,7 +38,7 @@ def test_free_customer_sees_ten_monthly_credits_expiring_at_month_end(app, clien
     month_end = next_month_start(utcnow())
     assert '<span class="balance-number">10</span>' in html
     assert "Free monthly" in html and "10 / 10" in html
-    assert f"Next expiry: {month_end:%-d %B %Y}" in html
+    assert f"Next expiry: {month_end:%-d %b %Y}" in html  # one date style: "1 Feb 2027"
     with app.app_context():
         [lot] = db.session.query(CreditLot).filter_by(user_id=user_id).all()
         assert (lot.source, lot.credits_granted, lot.expires_at) == ("free", 10, month_end)
