@@ -40,6 +40,9 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     configure_logging(app)
     register_extensions(app)
+    refuse_hostile_input(app)
+    limit_request_bodies(app)
+    install_edge_rules(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
@@ -64,6 +67,24 @@ def trust_proxies(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
 
+def refuse_hostile_input(app: Flask) -> None:
+    from billing_site.input_edges import install_input_edges
+
+    install_input_edges(app)
+
+
+def limit_request_bodies(app: Flask) -> None:
+    from billing_site.request_limits import install_body_limits
+
+    install_body_limits(app)
+
+
+def install_edge_rules(app: Flask) -> None:
+    from billing_site.edge import install_edge_rules as install
+
+    install(app)
+
+
 def serve_anonymous_pricing_from_memory(app: Flask) -> None:
     from billing_site.pricing.page_cache import cache_anonymous_page
 
@@ -85,7 +106,8 @@ def register_extensions(app: Flask) -> None:
     talisman.init_app(
         app,
         content_security_policy=CONTENT_SECURITY_POLICY,
-        force_https=app.config["FORCE_HTTPS"],
+        # billing_site.edge redirects instead: /healthz exempt, the host pinned.
+        force_https=False,
         strict_transport_security=app.config["FORCE_HTTPS"],
         session_cookie_secure=app.config["SESSION_COOKIE_SECURE"],
         frame_options="DENY",
@@ -93,6 +115,9 @@ def register_extensions(app: Flask) -> None:
     )
     app.extensions["catalog"] = load_catalog(app.config["CATALOG_FILE"])
     app.extensions["stripe_gateway"] = build_gateway(app.config)
+    from billing_site import stripe_contract
+
+    stripe_contract.install(app)
 
 
 def register_blueprints(app: Flask) -> None:

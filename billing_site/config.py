@@ -6,6 +6,7 @@ when a secret it cannot run safely without is missing.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -72,8 +73,29 @@ def load_config() -> dict:
         "RATELIMIT_SWALLOW_ERRORS": True,
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "billing"),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute"),
+        # Wrong passwords per account before only clients that never failed may try,
+        # and the ceiling that holds even for them (auth/throttle.py).
+        "LOGIN_ACCOUNT_FAILURE_LIMIT": os.environ.get(
+            "LOGIN_ACCOUNT_FAILURE_LIMIT", "10 per 15 minutes"
+        ),
+        "LOGIN_ACCOUNT_HARD_LIMIT": os.environ.get("LOGIN_ACCOUNT_HARD_LIMIT", "100 per day"),
+        "SIGNUP_RATE_LIMIT": os.environ.get("SIGNUP_RATE_LIMIT", "5 per hour"),
+        # Free monthly credits wait for a verified email (set false to grant at sign-up).
+        "REQUIRE_EMAIL_VERIFICATION": _bool("REQUIRE_EMAIL_VERIFICATION", True),
+        "EMAIL_VERIFICATION_MAX_AGE_HOURS": _int("EMAIL_VERIFICATION_MAX_AGE_HOURS", 48),
+        # A session cookie is refused once this old, however it was copied.
+        "PERMANENT_SESSION_LIFETIME": timedelta(days=_int("SESSION_LIFETIME_DAYS", 7)),
+        "REMEMBER_COOKIE_DURATION": timedelta(days=_int("SESSION_LIFETIME_DAYS", 7)),
         "CHECKOUT_RATE_LIMIT": os.environ.get("CHECKOUT_RATE_LIMIT", "5 per minute"),
+        # The success page polls every 2 s; Stripe is asked about one Checkout
+        # Session at most once per this many seconds, and each customer may load
+        # these pages (and open the billing portal) only so often.
+        "CHECKOUT_RETRIEVE_INTERVAL_SECONDS": _int("CHECKOUT_RETRIEVE_INTERVAL_SECONDS", 3),
+        "SUCCESS_PAGE_RATE_LIMIT": os.environ.get("SUCCESS_PAGE_RATE_LIMIT", "40 per minute"),
+        "PORTAL_RATE_LIMIT": os.environ.get("PORTAL_RATE_LIMIT", "10 per minute"),
         "ANONYMOUS_DAILY_LIMIT": _int("ANONYMOUS_DAILY_LIMIT", 3),
+        # How many visitors (told apart by X-Client-Fingerprint) one address may hold.
+        "ANONYMOUS_ADDRESS_FACTOR": _int("ANONYMOUS_ADDRESS_FACTOR", 10),
         "PREMIUM_HOURLY_LIMIT": _int("PREMIUM_HOURLY_LIMIT", 100),
         "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0),
         "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", ""),
@@ -82,6 +104,8 @@ def load_config() -> dict:
         "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
         "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", ""),
         "STRIPE_TIMEOUT_SECONDS": _int("STRIPE_TIMEOUT_SECONDS", 20),
+        # Prefixes every idempotency key; empty: generated once and kept in the database.
+        "INSTALLATION_ID": os.environ.get("INSTALLATION_ID", "").strip(),
         # The local Stripe stand-in's state (development only); empty means instance/.
         "LOCAL_STRIPE_STATE_FILE": os.environ.get("LOCAL_STRIPE_STATE_FILE", ""),
         "CATALOG_FILE": os.environ.get("CATALOG_FILE", ""),
@@ -98,6 +122,12 @@ def load_config() -> dict:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "FORCE_HTTPS": _bool("FORCE_HTTPS", False),
+        # Request bodies (see request_limits): forms and the API need a few KiB,
+        # Stripe's events stay well under 1 MiB. Bigger bodies get a 413 unread.
+        "MAX_FORM_BYTES": _int("MAX_FORM_BYTES", 64 * 1024),
+        "MAX_WEBHOOK_BYTES": _int("MAX_WEBHOOK_BYTES", 1024 * 1024),
+        # A body not wholly arrived after this many seconds gets a 408.
+        "BODY_READ_TIMEOUT_SECONDS": _int("BODY_READ_TIMEOUT_SECONDS", 10),
         "WTF_CSRF_TIME_LIMIT": None,
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
     }
@@ -115,10 +145,17 @@ def finalize_config(config: dict) -> None:
                 raise ConfigError(
                     f"{name} is not set; refusing to start in production ({consequence})."
                 )
+        if not webhook_secrets(config):
+            raise ConfigError(
+                "STRIPE_WEBHOOK_SECRET holds no secret (only commas or spaces); refusing to "
+                "start in production (webhook signatures cannot be verified)."
+            )
     if config.get("SESSION_COOKIE_SECURE") is None:
         # Production serves over HTTPS only, so its cookies never travel in clear.
         config["SESSION_COOKIE_SECURE"] = config.get("APP_ENV") == "production"
     config["REMEMBER_COOKIE_SECURE"] = config["SESSION_COOKIE_SECURE"]
+    # Flask's own cap, for anything request_limits does not set per path.
+    config["MAX_CONTENT_LENGTH"] = config["MAX_FORM_BYTES"]
     config["SECRET_KEY"] = config["SECRET_KEY"] or DEVELOPMENT_SECRET_KEY
     config["STRIPE_WEBHOOK_SECRET"] = config["STRIPE_WEBHOOK_SECRET"] or DEVELOPMENT_WEBHOOK_SECRET
 

@@ -1,4 +1,4 @@
-"""Error pages in the layout, JSON errors under /api/, and never a stack trace."""
+"""Error pages in the layout, JSON errors for programs, and never a stack trace."""
 
 import logging
 
@@ -19,6 +19,8 @@ FRIENDLY_MESSAGES = {
     403: "You do not have access to this page.",
     404: "We could not find that page.",
     405: "That action is not allowed here.",
+    408: "The request took too long to arrive. Please try again.",
+    413: "What you sent is too large.",
     422: "Some of what you sent is not valid.",
     429: "Too many requests. Please wait a moment and try again.",
     500: "Something went wrong on our side. Nothing was charged twice; please try again.",
@@ -31,10 +33,17 @@ CSRF_MESSAGE = (
 def error_response(status: int, message: str | None = None, error: str | None = None):
     """A JSON body under /api/, otherwise the error page in the site's layout."""
     message = message or FRIENDLY_MESSAGES.get(status, "Something went wrong.")
-    if request.path.startswith("/api/"):
+    if wants_json():
         code = error or _error_code(status)
         return jsonify({"error": code, "message": message}), status
     return render_template("errors/error.html", status=status, message=message), status
+
+
+def wants_json() -> bool:
+    """Programs (the API, Stripe at the webhook) get JSON; people get the page."""
+    from billing_site.request_limits import WEBHOOK_PATHS
+
+    return request.path.startswith("/api/") or request.path in WEBHOOK_PATHS
 
 
 def _error_code(status: int) -> str:

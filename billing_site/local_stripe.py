@@ -1,7 +1,7 @@
 """The local stand-in for Stripe, used in development when no key is set.
 
 LocalGateway has StripeGateway's methods and returns Stripe-shaped dicts (API
-version 2026-07-29: a subscription's period lives on items.data[0]; an invoice
+version 2026-07-29.dahlia: a subscription's period lives on items.data[0]; an invoice
 names its subscription at parent.subscription_details.subscription). Its state
 (customers, Checkout Sessions, subscriptions, invoices, payment intents,
 charges, refunds, events) is a JSON file under instance/ (LOCAL_STRIPE_STATE_FILE),
@@ -39,11 +39,11 @@ from pathlib import Path
 from flask import after_this_request, current_app, has_request_context
 
 from billing_site.config import INSTANCE_DIR, ConfigError, webhook_secrets
-from billing_site.stripe_gateway import GatewayError, sign_payload
+from billing_site.stripe_gateway import STRIPE_API_VERSION, GatewayError, sign_payload
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "2026-07-29"
+API_VERSION = STRIPE_API_VERSION  # the version the site pins (stripe_gateway)
 WEBHOOK_PATH = "/stripe/webhook"
 SESSION_LIFETIME_SECONDS = 24 * 60 * 60
 DECLINE_MESSAGE = "Your card was declined."

@@ -131,7 +131,7 @@ def tier_from_metadata(metadata: dict | None) -> str | None:
 
 
 def subscription_id_of_invoice(invoice: dict) -> str | None:
-    """Where API 2026-07-29 puts it (parent.subscription_details), or older shapes."""
+    """Where API 2026-07-29.dahlia puts it (parent.subscription_details), or older shapes."""
     details = (invoice.get("parent") or {}).get("subscription_details") or {}
     subscription_id = stripe_id(details.get("subscription")) or stripe_id(
         invoice.get("subscription")
@@ -258,7 +258,7 @@ def _paid_tier(tier_id) -> str | None:
 
 
 def _first_item(subscription: dict) -> dict:
-    """API 2026-07-29 keeps the billing period on the subscription's items."""
+    """API 2026-07-29.dahlia keeps the billing period on the subscription's items."""
     items = (subscription.get("items") or {}).get("data") or [{}]
     return items[0] or {}
 

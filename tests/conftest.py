@@ -90,6 +90,8 @@ def base_config(database_url: str, storage_uri: str) -> dict:
         "STRIPE_SECRET_KEY": "",
         "STRIPE_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
         "SITE_URL": "http://localhost",
+        # Prefixes every idempotency key sent to Stripe ("test-checkout-order-12").
+        "INSTALLATION_ID": "test",
     }
 
 

@@ -6,7 +6,7 @@ from werkzeug.security import generate_password_hash
 
 from billing_site.catalog import load_catalog
 from billing_site.extensions import db
-from billing_site.models import Order, User
+from billing_site.models import Order, User, utcnow
 from tests.conftest import TEST_PASSWORD
 
 _numbers = itertools.count(1)
@@ -15,7 +15,8 @@ _FAST_HASH = generate_password_hash(TEST_PASSWORD, method="pbkdf2:sha256:1000")
 
 
 def make_user(email: str | None = None, *, is_admin: bool = False, **fields) -> User:
-    """A committed user whose password is TEST_PASSWORD."""
+    """A committed user whose password is TEST_PASSWORD (email verified unless told)."""
+    fields.setdefault("email_verified_at", utcnow())
     user = User(
         email=email or f"user{next(_numbers)}@example.com",
         password_hash=_FAST_HASH,
@@ -30,7 +31,7 @@ def make_user(email: str | None = None, *, is_admin: bool = False, **fields) -> 
 def log_in(client, user: User) -> None:
     """Log `client` in as `user` without the form (for tests about something else)."""
     with client.session_transaction() as session:
-        session["_user_id"] = str(user.id)
+        session["_user_id"] = user.get_id()
         session["_fresh"] = True
 
 

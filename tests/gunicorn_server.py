@@ -47,7 +47,7 @@ class GunicornServer:
                     pids.append(int(entry.name))
         return sorted(pids)
 
-    def wait_for_workers(self, count: int, timeout: float = 20.0) -> None:
+    def wait_for_workers(self, count: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.worker_pids()) >= count and self._answers():
@@ -76,8 +76,15 @@ class GunicornServer:
 
 
 @contextlib.contextmanager
-def serve(database_url: str, redis_url: str, directory: Path, *, workers: int = 2):
-    """Run the site under gunicorn until the block ends."""
+def serve(
+    database_url: str, redis_url: str, directory: Path, *, workers: int = 2, env: dict | None = None
+):
+    """Run the site under gunicorn (with the project's gunicorn.conf.py) until the block ends.
+
+    gunicorn reads ./gunicorn.conf.py from its working directory, the project root,
+    so the tests run the worker class and timeouts production runs; the options
+    below override only what a test needs. `env` adds environment variables.
+    """
     port = free_port()
     log = directory / "gunicorn.log"
     env = {
@@ -91,6 +98,7 @@ def serve(database_url: str, redis_url: str, directory: Path, *, workers: int = 
         "STRIPE_SECRET_KEY": "",
         "LOCAL_STRIPE_STATE_FILE": str(directory / "local_stripe.json"),
         "SITE_URL": f"http://127.0.0.1:{port}",
+        **(env or {}),
     }
     command = [
         str(GUNICORN),

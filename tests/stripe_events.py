@@ -1,7 +1,7 @@
 """Stripe-shaped objects and signed webhook deliveries for tests.
 
 Objects start from Stripe's own examples in tests/fixtures/stripe/ (copied from
-Stripe's OpenAPI fixtures, API version 2026-07-29) and are varied per test.
+Stripe's OpenAPI fixtures, API version 2026-07-29.dahlia) and are varied per test.
 """
 
 import copy
@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from billing_site.stripe_gateway import sign_payload
+from billing_site.stripe_gateway import STRIPE_API_VERSION, sign_payload
 from tests.conftest import TEST_WEBHOOK_SECRET
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stripe"
@@ -34,7 +34,7 @@ def make_event(
         type=event_type,
         created=created if created is not None else int(time.time()),
         data={"object": obj},
-        api_version="2026-07-29",
+        api_version=STRIPE_API_VERSION,
         livemode=False,
     )
     return event

@@ -131,6 +131,16 @@ def test_rotating_fingerprints_cannot_lift_the_per_address_ceiling(make_app):
     assert statuses == [201] * 10 + [429]
 
 
+def test_the_per_address_factor_is_configurable(make_app):
+    app = make_app(ANONYMOUS_DAILY_LIMIT=1, ANONYMOUS_ADDRESS_FACTOR=2)
+    client = app.test_client()
+    statuses = [
+        api_generate(client, headers={"X-Client-Fingerprint": f"device-{n}"}).status_code
+        for n in range(3)
+    ]
+    assert statuses == [201, 201, 429]
+
+
 def wait_until_closed(port: int) -> None:
     """stop() only signals Redis; wait until it no longer accepts connections."""
     deadline = time.monotonic() + 10

@@ -10,7 +10,10 @@ from tests.conftest import TEST_PASSWORD
 pytestmark = pytest.mark.browser
 
 
-def test_a_visitor_signs_up_sees_pricing_logs_out_and_logs_back_in(live_server, page):
+def test_a_visitor_signs_up_verifies_sees_pricing_logs_out_and_logs_back_in(app, live_server, page):
+    # As under `make run`: the verification link is shown on the page (no mail offline).
+    app.config["APP_ENV"] = "development"
+    app.config["SITE_URL"] = live_server
     page.goto(f"{live_server}/pricing")
     page.get_by_role("link", name="Sign up").click()
 
@@ -18,9 +21,14 @@ def test_a_visitor_signs_up_sees_pricing_logs_out_and_logs_back_in(live_server, 
     page.get_by_label("Password", exact=True).fill(TEST_PASSWORD)
     page.get_by_label("Confirm password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+    page.get_by_role("link", name="verify this address").click()
 
     expect(page).to_have_url(re.compile(r"/pricing$"))
-    expect(page.locator(".flash")).to_contain_text("Welcome to Pixel Forge")
+    expect(page.locator(".flash")).to_contain_text("Your email is verified")
+    # The free credits are in the header on this very first page (issue 13, item 1).
+    expect(page.locator("#balance-badge .badge-number")).to_have_text("10")
+    expect(page.locator("#balance-badge")).not_to_have_class(re.compile("badge-empty"))
     expect(page.locator(".pack-card")).to_have_count(4)
     expect(page.locator(".tier-card")).to_have_count(3)
     expect(page.locator("#pack-pro")).to_contain_text("$20.00")

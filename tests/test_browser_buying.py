@@ -12,6 +12,8 @@ from tests.conftest import TEST_PASSWORD
 def site(app, live_server):
     """The live server, with the site's own URL pointing at it (success and cancel URLs)."""
     app.config["SITE_URL"] = live_server
+    # As under `make run`: the verification link is shown on the page (no mail offline).
+    app.config["APP_ENV"] = "development"
     return live_server
 
 
@@ -21,11 +23,13 @@ def sign_up(page, site, email="buyer@example.com"):
     page.get_by_label("Password", exact=True).fill(TEST_PASSWORD)
     page.get_by_label("Confirm password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+    page.get_by_role("link", name="verify this address").click()
     expect(page.get_by_role("button", name="Log out")).to_be_visible()
 
 
 @pytest.mark.browser
-def test_a_new_customer_buys_the_pro_pack_and_sees_100_credits(site, page):
+def test_a_new_customer_buys_the_pro_pack_and_sees_100_more_credits(site, page):
     sign_up(page, site)
 
     page.goto(f"{site}/pricing")
@@ -40,7 +44,8 @@ def test_a_new_customer_buys_the_pro_pack_and_sees_100_credits(site, page):
         re.compile(re.escape(site) + r"/checkout/success\?session_id=cs_test_\w+")
     )
     expect(page.locator("#checkout-status")).to_contain_text("Payment received — 100 credits added")
-    expect(page.locator("#balance-badge .badge-number")).to_have_text("100")
+    # The 10 free credits of the verified account, plus the pack's 100.
+    expect(page.locator("#balance-badge .badge-number")).to_have_text("110")
 
     page.goto(f"{site}/account")
     pack_row = page.locator(".lots-table tr", has_text="Credit pack")
@@ -75,4 +80,5 @@ def test_the_processing_page_updates_itself_when_the_payment_arrives(app, site, 
     expect(page.locator("#checkout-status")).to_contain_text(
         "Payment received — 100 credits added", timeout=10_000
     )
-    expect(page.locator("#balance-badge .badge-number")).to_have_text("100")
+    # The 10 free credits of the verified account, plus the pack's 100.
+    expect(page.locator("#balance-badge .badge-number")).to_have_text("110")

@@ -81,7 +81,7 @@ def test_buying_a_pack_sends_stripe_the_catalog_price_and_redirects_to_checkout(
     assert customer_call.request.url == f"{API}/customers"
     assert form_params(customer_call)["email"] == "buyer@example.com"
     assert session_call.request.url == f"{API}/checkout/sessions"
-    assert session_call.request.headers["Idempotency-Key"] == f"checkout-order-{order.id}"
+    assert session_call.request.headers["Idempotency-Key"] == f"test-checkout-order-{order.id}"
     params = form_params(session_call)
     assert params["mode"] == "payment"
     assert params["line_items[0][price_data][unit_amount]"] == "2000"
@@ -138,7 +138,9 @@ def test_subscribing_sends_a_monthly_recurring_price_with_the_order_in_its_metad
     assert params["subscription_data[metadata][order_id]"] == str(order.id)
     assert params["subscription_data[metadata][user_id]"] == str(customer.id)
     assert params["metadata[order_id]"] == str(order.id)
-    assert stripe_api.calls[1].request.headers["Idempotency-Key"] == f"checkout-order-{order.id}"
+    assert (
+        stripe_api.calls[1].request.headers["Idempotency-Key"] == f"test-checkout-order-{order.id}"
+    )
 
 
 def test_success_and_cancel_urls_come_from_configuration_not_the_request(make_app, stripe_api):
@@ -217,7 +219,7 @@ def test_stripe_500_shows_a_plain_message_fails_the_order_and_charges_nothing(
     session_calls = stripe_api.calls[1:]
     assert len(session_calls) == 3
     assert {call.request.headers["Idempotency-Key"] for call in session_calls} == {
-        f"checkout-order-{order.id}"
+        f"test-checkout-order-{order.id}"
     }
     assert db.session.get(User, customer.id).balance == 0
     assert lot_count(db) == 0
@@ -247,7 +249,7 @@ def test_stripe_timeout_shows_a_plain_message_and_a_retry_makes_a_new_order(
     assert (first.status, second.status) == ("failed", "pending")
     assert second.checkout_session_id == "cs_test_second_try"
     assert stripe_api.calls[-1].request.headers["Idempotency-Key"] == (
-        f"checkout-order-{second.id}"
+        f"test-checkout-order-{second.id}"
     )
     assert lot_count(db) == 0
 

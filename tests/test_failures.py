@@ -165,7 +165,7 @@ def test_stripe_500_then_200_creates_one_checkout_session_under_one_idempotency_
     assert response.headers["Location"] == CHECKOUT_URL
     [order] = db.session.scalars(select(Order)).all()
     # Stripe saw the same request twice under one key, so at most one session exists.
-    assert keys == [f"checkout-order-{order.id}"] * 2
+    assert keys == [f"test-checkout-order-{order.id}"] * 2
     assert bodies[0] == bodies[1]
     assert (order.status, order.checkout_session_id) == ("pending", "cs_test_after_a_500")
     assert count(db, Order) == 1
@@ -201,7 +201,7 @@ def test_stripe_timing_out_during_checkout_shows_a_plain_message_and_nothing_is_
     assert "<!doctype html>" in page.lower()  # the site's own page, not a bare error
     [order] = db.session.scalars(select(Order)).all()
     assert attempts == 3  # the gateway retried, each time with the same key
-    assert keys == {f"checkout-order-{order.id}"}
+    assert keys == {f"test-checkout-order-{order.id}"}
     assert order.status == "failed"
     assert order.paid_at is None
     assert order.checkout_session_id is None

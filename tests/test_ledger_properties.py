@@ -401,7 +401,7 @@ def webhook_deliveries(prefix: str, user, orders: list, fates: list[str]) -> lis
 
 
 def basic_plan_invoice(user, *, invoice_id: str, sub_id: str) -> dict:
-    """A paid invoice for this month of the basic plan (API 2026-07-29 shape)."""
+    """A paid invoice for this month of the basic plan (API 2026-07-29.dahlia shape)."""
     start = int(time.time())
     paid = stripe_object(
         "invoice",

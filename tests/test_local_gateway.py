@@ -120,7 +120,7 @@ def test_paying_a_pack_completes_the_session_with_a_payment_intent_and_charge(ga
     assert [e["type"] for e in events] == ["checkout.session.completed", "payment_intent.succeeded"]
     completed, succeeded = events
     assert completed["object"] == "event"
-    assert completed["api_version"] == "2026-07-29"
+    assert completed["api_version"] == "2026-07-29.dahlia"
     assert completed["data"]["object"]["payment_status"] == "paid"
     intent = succeeded["data"]["object"]
     assert intent["id"] == paid["payment_intent"]

@@ -41,7 +41,9 @@ def test_migrations_upgrade_a_fresh_sqlite_file_and_the_site_runs_on_it(tmp_path
         password = "a fresh password"
         data = {"email": "ada@example.com", "password": password, "password_confirm": password}
         signup = client.post("/auth/signup", data={**data, "csrf_token": token})
-        assert signup.status_code == 302
+        assert "Check your inbox" in signup.get_data(as_text=True)
+        login = {"email": "ada@example.com", "password": password, "csrf_token": token}
+        assert client.post("/auth/login", data=login).status_code == 302
         assert "Log out" in client.get("/pricing").get_data(as_text=True)
     finally:
         with app.app_context():

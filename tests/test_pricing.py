@@ -1,5 +1,6 @@
 """The pricing page and the catalog's JSON twins."""
 
+import logging
 import re
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -8,7 +9,7 @@ import pytest
 
 from billing_site.pricing.routes import format_money
 from tests.conftest import TEST_PASSWORD, csrf_token_from
-from tests.factories import logged_in, make_customer
+from tests.factories import logged_in, make_customer, make_user
 
 
 def card(html: str, card_id: str) -> str:
@@ -176,7 +177,8 @@ def test_a_page_answered_over_https_is_never_replayed_over_plain_http(make_app):
     assert again.headers["Strict-Transport-Security"] == secure.headers["Strict-Transport-Security"]
 
 
-def test_a_visitor_who_signs_up_from_buy_comes_back_to_buy_forms(client, db, pricing_html):
+def test_a_visitor_who_signs_up_from_buy_comes_back_to_buy_forms(client, db, pricing_html, caplog):
+    caplog.set_level(logging.INFO, logger="billing_site.auth.emails")
     signup_url = buy_link(pricing_html, "pack-pro", "Buy")
     token = csrf_token_from(client.get(signup_url).get_data(as_text=True))
     data = {
@@ -186,13 +188,15 @@ def test_a_visitor_who_signs_up_from_buy_comes_back_to_buy_forms(client, db, pri
         "csrf_token": token,
     }
 
-    response = client.post(signup_url, data=data)
+    client.post(signup_url, data=data)
+    [email] = [r.getMessage() for r in caplog.records if "verification email" in r.getMessage()]
+    response = client.get(urlsplit(email.rsplit("link=", 1)[1]).path)
 
     assert response.status_code == 302
     assert response.headers["Location"] == "/pricing"
     html = client.get("/pricing").get_data(as_text=True)
     assert '<form method="post" action="/checkout/pack/pro">' in card(html, "pack-pro")
-    assert "Welcome to Pixel Forge" in html
+    assert "Your email is verified" in html
 
 
 def test_a_customers_page_never_reaches_a_visitor_and_the_reverse(app, client, db):
@@ -217,7 +221,8 @@ def test_a_customers_page_never_reaches_a_visitor_and_the_reverse(app, client, d
 
 
 def test_a_flash_message_is_shown_once_to_its_visitor_only(app, auth, client, db):
-    auth.signup("leaving@example.com")
+    make_user("leaving@example.com")
+    auth.login("leaving@example.com")
     auth.logout()
     other_visitor = app.test_client()
 

@@ -91,7 +91,7 @@ def test_full_refund_calls_stripe_once_with_a_deterministic_key_and_takes_all_cr
         response = confirm_refund(client, order_id, amount="", note="customer asked")
         assert len(stripe.calls) == 1
         call = stripe.calls[0].request
-        assert call.headers["Idempotency-Key"] == f"refund-{order_id}-1"
+        assert call.headers["Idempotency-Key"] == f"test-refund-{order_id}-1"
         assert f"payment_intent=pi_test_order_{order_id}" in call.body
         assert "amount=2000" in call.body
     assert response.status_code == 303
@@ -119,7 +119,7 @@ def test_a_partial_refund_and_then_the_rest_claw_back_in_proportion(stripe_app):
         assert order_state(stripe_app, order_id)["status"] == "partially_refunded"
         assert confirm_refund(client, order_id, amount="").status_code == 303
         keys = [call.request.headers["Idempotency-Key"] for call in stripe.calls]
-    assert keys == [f"refund-{order_id}-1", f"refund-{order_id}-2"]
+    assert keys == [f"test-refund-{order_id}-1", f"test-refund-{order_id}-2"]
     state = order_state(stripe_app, order_id)
     assert state["refunds"] == [(1, "succeeded", 500), (2, "succeeded", 1500)]
     assert state["status"] == "refunded"
@@ -200,7 +200,7 @@ def test_stripe_500_then_200_retries_with_the_same_key_and_refunds_once(stripe_a
         response = confirm_refund(client, order_id, amount="10.00")
         keys = [call.request.headers["Idempotency-Key"] for call in stripe.calls]
     assert response.status_code == 303
-    assert keys == [f"refund-{order_id}-1", f"refund-{order_id}-1"]
+    assert keys == [f"test-refund-{order_id}-1", f"test-refund-{order_id}-1"]
     state = order_state(stripe_app, order_id)
     assert state["refunds"] == [(1, "succeeded", 1000)]
     assert state["ledger"] == [("grant", 100), ("clawback", -50)]
@@ -245,7 +245,7 @@ def test_a_stripe_timeout_leaves_the_refund_pending_until_the_webhook_settles_it
         )
         response = confirm_refund(client, order_id, amount="")
         attempts = [call.request.headers["Idempotency-Key"] for call in stripe.calls]
-    assert set(attempts) == {f"refund-{order_id}-1"}
+    assert set(attempts) == {f"test-refund-{order_id}-1"}
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "pending — it will be settled by reconcile or the webhook" in page
     state = order_state(stripe_app, order_id)
@@ -305,7 +305,7 @@ def test_retrying_a_pending_refund_reuses_its_key(stripe_app):
             data={"csrf_token": refund_form(client, order_id)["csrf_token"]},
         )
         assert [c.request.headers["Idempotency-Key"] for c in stripe.calls] == [
-            f"refund-{order_id}-1"
+            f"test-refund-{order_id}-1"
         ]
     assert response.status_code == 303
     state = order_state(stripe_app, order_id)

@@ -14,6 +14,7 @@ the first test fails (naming the endpoint) until it has one.
   and no inline script or style in any page (the CSP would block it).
 """
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,10 @@ PUBLIC, CUSTOMER, ADMIN = "public", "customer", "admin"
 ACCESS = {
     "static": PUBLIC,
     "pricing.": PUBLIC,  # the pricing page and the catalog JSON
-    "auth.": PUBLIC,  # sign up, log in, log out
+    "auth.": PUBLIC,  # sign up, verify the email, log in, log out
+    "auth.change_password": CUSTOMER,  # and "log out everywhere else" beside it
+    "auth.end_other_sessions": CUSTOMER,
+    "auth.resend_verification": CUSTOMER,
     "health.": PUBLIC,
     "webhook.": PUBLIC,  # Stripe has no session; the signature is its credential
     "dev.": PUBLIC,  # the local test checkout plays Stripe's part (development only)
@@ -344,11 +348,18 @@ def next_values_in_links(html: str) -> list[str]:
 @pytest.fixture
 def open_app(make_app):
     # Many log-ins from one address in a minute are the point here, not brute force.
-    return make_app(LOGIN_RATE_LIMIT="1000 per minute")
+    return make_app(LOGIN_RATE_LIMIT="1000 per minute", SIGNUP_RATE_LIMIT="1000 per minute")
+
+
+def verified_via_link(client, caplog):
+    """Open the link of the last verification email (sign-up's next= rides in it)."""
+    [*_, record] = [r for r in caplog.records if "verification email" in r.getMessage()]
+    return client.get(urlsplit(record.getMessage().rsplit("link=", 1)[1]).path)
 
 
 @pytest.mark.parametrize("form", ["login", "signup"])
-def test_next_never_sends_anyone_off_the_site(open_app, form):
+def test_next_never_sends_anyone_off_the_site(open_app, form, caplog):
+    caplog.set_level(logging.INFO, logger="billing_site.auth.emails")
     with open_app.app_context():
         make_user("ada@example.com")
     wrong = []
@@ -365,6 +376,8 @@ def test_next_never_sends_anyone_off_the_site(open_app, form):
         else:
             data.update(email=f"new{number}@example.com", password_confirm=TEST_PASSWORD)
         response = client.post(path, query_string={"next": next_url}, data=data)
+        if form == "signup":
+            response = verified_via_link(client, caplog)
         location = response.headers.get("Location", "")
         if response.status_code != 302 or not stays_on_site(location):
             wrong.append(f"{form} next={next_url!r} → {response.status_code} {location!r}")

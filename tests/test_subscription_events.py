@@ -53,7 +53,7 @@ def subscription(
     metadata=None,
     **changes,
 ) -> dict:
-    """A subscription as Stripe sends it (API 2026-07-29: the period is on the item)."""
+    """A subscription as Stripe sends it (API 2026-07-29.dahlia: the period is on the item)."""
     start = period_start or int(time.time())
     fields = {
         "id": sub_id,

@@ -133,7 +133,7 @@ def test_cancel_asks_stripe_to_cancel_at_period_end_and_updates_the_card(stripe_
     assert "Keep my plan" in html
     request = responses.calls[0].request
     assert parse_qs(request.body) == {"cancel_at_period_end": ["true"]}
-    assert request.headers["Idempotency-Key"].startswith("subscription-sub_123-cancel-")
+    assert request.headers["Idempotency-Key"].startswith("test-subscription-sub_123-cancel-")
     # The row changes when Stripe's customer.subscription.updated arrives, not before.
     assert row(stripe_app).cancel_at_period_end is False
 
@@ -149,7 +149,7 @@ def test_resume_asks_stripe_to_keep_the_subscription(stripe_app, stripe_client):
     assert "Cancel plan" in html
     request = responses.calls[0].request
     assert parse_qs(request.body) == {"cancel_at_period_end": ["false"]}
-    assert request.headers["Idempotency-Key"].startswith("subscription-sub_123-resume-")
+    assert request.headers["Idempotency-Key"].startswith("test-subscription-sub_123-resume-")
 
 
 @responses.activate

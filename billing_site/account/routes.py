@@ -15,6 +15,7 @@ from flask_login import current_user, login_required
 
 from billing_site.account import services
 from billing_site.errors import error_response
+from billing_site.extensions import limiter
 from billing_site.generator import svg_data_url
 from billing_site.htmx import render_page_or_fragment
 
@@ -73,8 +74,18 @@ def usage_api():
 # --- subscription self-service -------------------------------------------------------------
 
 
+def portal_rate_limit() -> str:
+    return current_app.config["PORTAL_RATE_LIMIT"]
+
+
+def user_key() -> str:
+    return f"user:{current_user.id}"
+
+
 @bp.post("/account/portal")
 @login_required
+# Each opening calls Stripe, whose rate limit the whole site shares.
+@limiter.limit(portal_rate_limit, key_func=user_key, scope="portal")
 def portal():
     return_url = current_app.config["SITE_URL"] + url_for("account.dashboard")
     try:

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import Date, cast, func, select
 
 from billing_site import credits, formatting
@@ -86,6 +87,9 @@ def grant_free_allowance(user: User, now: datetime | None = None) -> bool:
     now = now or utcnow()
     free_tier = current_catalog().free_tier
     if free_tier.credits_per_month <= 0 or current_tier(user) != free_tier.id:
+        return False
+    # A farm of fresh sign-ups gets nothing until each address is proven.
+    if current_app.config["REQUIRE_EMAIL_VERIFICATION"] and not user.email_verified:
         return False
     source_ref = free_allowance_ref(user.id, now)
     # Checked without a lock first so page views do not queue on the user row;

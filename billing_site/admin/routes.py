@@ -53,7 +53,11 @@ def page_number() -> int:
 
 @bp.get("/")
 def overview():
-    return render_template("admin/overview.html", stats=services.overview())
+    from billing_site.stripe_contract import api_version_warning
+
+    return render_template(
+        "admin/overview.html", stats=services.overview(), api_version_warning=api_version_warning()
+    )
 
 
 @bp.get("/disputes")

@@ -124,16 +124,28 @@ class OrderFilters:
         if not text.strip():
             return None
         try:
-            return date.fromisoformat(text.strip())
+            value = date.fromisoformat(text.strip())
         except ValueError:
             self.errors.append(f"{label} date “{text}” is not a date like 2026-01-31; ignored.")
             return None
+        # 9999-12-31 would overflow when the To day is turned into its end.
+        if not FILTER_FIRST_DATE <= value <= FILTER_LAST_DATE:
+            self.errors.append(
+                f"{label} date “{text}” is outside {FILTER_FIRST_DATE.year}–"
+                f"{FILTER_LAST_DATE.year}; ignored."
+            )
+            return None
+        return value
 
     def as_args(self) -> dict:
         args = {"q": self.query, "status": self.status, "kind": self.kind}
         args["from"] = self.date_from.isoformat() if self.date_from else ""
         args["to"] = self.date_to.isoformat() if self.date_to else ""
         return {name: value for name, value in args.items() if value}
+
+
+FILTER_FIRST_DATE = date(1970, 1, 1)
+FILTER_LAST_DATE = date(9998, 12, 31)
 
 
 def search_orders(filters: OrderFilters, page: int):

@@ -82,8 +82,13 @@ def start(start_checkout, item_id: str):
     return redirect(checkout.url, code=303)
 
 
+def success_page_rate_limit() -> str:
+    return current_app.config["SUCCESS_PAGE_RATE_LIMIT"]
+
+
 @bp.get("/checkout/success")
 @login_required
+@limiter.limit(success_page_rate_limit, key_func=customer_key, scope="checkout-success")
 def success():
     outcome = services.confirm_checkout(
         current_user._get_current_object(), request.args.get("session_id")

@@ -240,6 +240,8 @@ def confirm_checkout(user: User, session_id: str | None) -> CheckoutOutcome | No
 
 
 def fulfil_if_paid(order: Order, session_id: str) -> None:
+    if not _may_ask_stripe_about(session_id):
+        return  # asked moments ago: show "processing"; the webhook still comes
     try:
         session = current_gateway().retrieve_checkout_session(session_id)
     except GatewayError:
@@ -249,6 +251,27 @@ def fulfil_if_paid(order: Order, session_id: str) -> None:
     fulfilment.fulfil_checkout_session(session)
     db.session.commit()
     db.session.refresh(order)
+
+
+def _may_ask_stripe_about(session_id: str) -> bool:
+    """At most one retrieve per session per few seconds, however often the page is loaded.
+
+    Stripe's rate limit is per account: one customer reloading must not push
+    everyone's checkouts into 429s.
+    """
+    from limits import parse
+
+    from billing_site.extensions import limiter
+
+    interval = current_app.config["CHECKOUT_RETRIEVE_INTERVAL_SECONDS"]
+    if interval <= 0 or current_gateway().is_local:  # the stand-in has no rate limit
+        return True
+    try:
+        return limiter.limiter.hit(
+            parse(f"1 per {interval} seconds"), "stripe-retrieve", session_id
+        )
+    except Exception:  # limit storage down: ask Stripe (the route's own limit still holds)
+        return True
 
 
 def _metadata_matches(session: dict, order: Order) -> bool:

@@ -36,9 +36,8 @@ from billing_site.models import Generation
 bp = Blueprint("generate", __name__)
 
 ANONYMOUS_SCOPE = "anonymous-generations"
-# Up to this many people behind one address (an office, a NAT) each get the
-# anonymous allowance; beyond that, a new fingerprint buys nothing.
-ADDRESS_CEILING_FACTOR = 10
+# Up to ANONYMOUS_ADDRESS_FACTOR people behind one address (an office, a NAT)
+# each get the anonymous allowance; beyond that, a new fingerprint buys nothing.
 API_PREFIX = "/api/"
 
 
@@ -50,7 +49,8 @@ def anonymous_limit() -> str:
 
 
 def address_ceiling_limit() -> str:
-    return f"{current_app.config['ANONYMOUS_DAILY_LIMIT'] * ADDRESS_CEILING_FACTOR} per 24 hours"
+    config = current_app.config
+    return f"{config['ANONYMOUS_DAILY_LIMIT'] * config['ANONYMOUS_ADDRESS_FACTOR']} per 24 hours"
 
 
 def fair_use_limit() -> str:

@@ -11,6 +11,7 @@ from billing_site.models.billing import (
     Subscription,
 )
 from billing_site.models.generation import Generation
+from billing_site.models.settings import SiteSetting
 from billing_site.models.types import UTCDateTime, utcnow
 from billing_site.models.user import User
 
@@ -24,6 +25,7 @@ __all__ = [
     "ORDER_STATUSES",
     "Order",
     "Refund",
+    "SiteSetting",
     "StripeEvent",
     "Subscription",
     "UTCDateTime",

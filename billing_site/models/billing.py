@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from billing_site.extensions import db
@@ -65,8 +65,8 @@ class CreditLot(db.Model):
     source: Mapped[str] = mapped_column(String(20))
     source_ref: Mapped[str] = mapped_column(String(255))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
-    credits_granted: Mapped[int]
-    credits_remaining: Mapped[int]
+    credits_granted: Mapped[int] = mapped_column(BigInteger)
+    credits_remaining: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -84,8 +84,8 @@ class LedgerEntry(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     # grant, spend, compensate, clawback, restore, expire, adjust
     kind: Mapped[str] = mapped_column(String(20))
-    delta: Mapped[int]
-    balance_after: Mapped[int]
+    delta: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
     lot_id: Mapped[int | None] = mapped_column(ForeignKey("credit_lots.id"))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
     stripe_event_id: Mapped[str | None] = mapped_column(String(255))
