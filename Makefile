@@ -6,22 +6,29 @@ PYTEST_ARGS ?=
 
 .PHONY: run test lint bench clean
 
+# pip speaks only when something fails: no progress bars, no version nags.
+PIP    := $(PYTHON) -m pip install --quiet --quiet --disable-pip-version-check --no-warn-script-location
+
 $(VENV)/bin/activate:
-	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
+	@echo "Installing (first run only, about a minute)…"
+	@python3 -m venv $(VENV)
+	@$(PIP) --upgrade pip
 
 $(VENV)/.installed: requirements.txt | $(VENV)/bin/activate
-	$(PYTHON) -m pip install --quiet -r requirements.txt
-	touch $@
+	@echo "Installing the site's packages…"
+	@$(PIP) -r requirements.txt
+	@touch $@
 
 $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/activate
-	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
-	touch $(VENV)/.installed $@
+	@echo "Installing the test tools…"
+	@$(PIP) -r requirements-dev.txt
+	@touch $(VENV)/.installed $@
 
-## Set up (virtualenv, packages, SQLite schema) and serve http://127.0.0.1:5000
+## Set up (virtualenv, packages, SQLite schema), then serve http://127.0.0.1:5000 and run
+## the worker beside it (Procfile.dev); says where and how to try it when it is ready
 run: $(VENV)/.installed
-	$(FLASK) db upgrade
-	$(FLASK) run --host 127.0.0.1 --port 5000
+	@$(FLASK) db upgrade > $(VENV)/db-upgrade.log 2>&1 || { cat $(VENV)/db-upgrade.log; exit 1; }
+	@$(PYTHON) scripts/run_dev.py
 
 ## The whole suite, on throwaway PostgreSQL, Redis and headless Chromium
 test: $(VENV)/.dev-installed

@@ -27,7 +27,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, text
 
-from bench import load, report, seed
+from bench import load, report, seed, workers
 from bench.stack import (
     PROJECT_ROOT,
     Gunicorn,
@@ -170,11 +170,14 @@ def run_everything(bench: Bench, env: dict, database_url: str) -> bool:
     floor = gunicorn("bench.floor_app:app", env, bench.workdir / "floor.log")
     site = gunicorn("wsgi:app", env, bench.workdir / "site.log")
     bench.servers = {floor.url: floor, site.url: site}
+    appliers = workers.start(env, bench.workdir)  # the webhook stores; these apply
+    fixtures["database_url"] = database_url
     try:
         floor.start("/page")
         site.start("/healthz")
         measure_everything(bench, floor.url, site.url, fixtures)
     finally:
+        workers.stop(appliers)
         for name, server in (("floor (bench.floor_app)", floor), ("site (wsgi:app)", site)):
             server.stop()
             bench.memory[name] = server.peak_rss_kib
@@ -374,7 +377,12 @@ def measure_webhook(bench, floor_url, site_url, fixtures) -> None:
     run.passed = run.passed and fast_enough
     run.note += f" p99 {result.p99_ms:.0f} ms: {'under' if fast_enough else 'over'} 100 ms."
     answered = result.count(200)
-    run.note = f"{answered:,} of {result.requests:,} deliveries answered 200. " + run.note
+    drained = workers.wait_for_drain(fixtures["database_url"])
+    applied = "never all applied" if drained is None else f"last applied {drained:.1f} s later"
+    run.note = (
+        f"{answered:,} of {result.requests:,} deliveries answered 200 "
+        f"(two workers: {applied}). " + run.note
+    )
     if result.count(400):
         run.note += (
             f" {result.count(400):,} rejected with 400: signatures go stale after 300 s,"

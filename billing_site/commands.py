@@ -1,4 +1,8 @@
-"""CLI commands that belong to no single blueprint."""
+"""CLI commands that belong to no single blueprint.
+
+The worker runs expire-credits, sweep-generations and reconcile on a schedule
+(billing_site/worker/jobs.py); these commands stay for manual runs.
+"""
 
 import re
 import time
@@ -10,6 +14,7 @@ from flask.cli import with_appcontext
 
 from billing_site import credits
 from billing_site.stripe_gateway import GatewayError
+from billing_site.worker.cli import worker_command
 
 WINDOW_UNITS = {"m": 60, "h": 3600, "d": 86400}
 
@@ -18,6 +23,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(expire_credits_command)
     app.cli.add_command(reconcile_command)
     app.cli.add_command(sweep_generations_command)
+    app.cli.add_command(worker_command)
 
 
 @click.command("expire-credits")

@@ -44,6 +44,11 @@ def _int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    return float(value) if value.strip() else default
+
+
 def _database_url() -> str:
     url = os.environ.get("DATABASE_URL", "")
     if not url:
@@ -115,6 +120,15 @@ def load_config() -> dict:
         # this: far past the generator's timeout (and gunicorn's 30 s worker timeout),
         # so only a generation whose worker died is ever swept.
         "GENERATION_STALE_AFTER_SECONDS": _int("GENERATION_STALE_AFTER_SECONDS", 600),
+        # The worker (`flask worker`): a failed event is retried after 30 s, doubling,
+        # so 14 attempts span about 3 days, as Stripe's own retries do; then "dead".
+        "WORKER_RETRY_BASE_SECONDS": _float("WORKER_RETRY_BASE_SECONDS", 30),
+        "WORKER_MAX_ATTEMPTS": _int("WORKER_MAX_ATTEMPTS", 14),
+        # Polling when LISTEN/NOTIFY is unavailable (SQLite) or missed a wake-up.
+        "WORKER_POLL_SECONDS": _float("WORKER_POLL_SECONDS", 2),
+        "WORKER_HEARTBEAT_SECONDS": _float("WORKER_HEARTBEAT_SECONDS", 5),
+        # /healthz says "degraded" when no worker has beaten for this long.
+        "WORKER_STALE_AFTER_SECONDS": _int("WORKER_STALE_AFTER_SECONDS", 60),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         # None means "follow APP_ENV" (decided in finalize_config, after overrides).

@@ -17,7 +17,12 @@ When events are delivered: inside a request, after the view has returned (an
 after_this_request hook), so the view's own transaction is committed and a
 handler never waits on a row the view still holds locked; outside a request
 (a CLI command, a test) at once, so the caller must commit first. Delivery runs
-in a fresh thread, hence in its own app context and database session.
+in a fresh thread, hence in its own app context and database session. The
+webhook only stores events; the delivery then drains the inbox in-process
+through the worker's own step, so "Pay" shows the credits at once and tests
+stay deterministic. "Fail the next delivery" (the portal's control) makes the
+next delivered event's first attempt fail, so retries and replay can be seen
+offline.
 
 It never runs in production (see build_gateway and the check below).
 """
@@ -316,7 +321,16 @@ class LocalGateway:
 
     def deliver(self, events: list[dict]) -> list[int]:
         """Post recorded events to the site's webhook now; returns the statuses."""
-        return _post_events(current_app._get_current_object(), events)
+        return _post_events(current_app._get_current_object(), events, self._take_fail_next())
+
+    def fail_next_delivery(self) -> None:
+        """Make the first event of the next delivery fail its first attempt (then retried)."""
+        with self._state() as state:
+            state["fail_next_delivery"] = True
+
+    def _take_fail_next(self) -> bool:
+        with self._state() as state:
+            return bool(state.pop("fail_next_delivery", False))
 
     # --- building objects ------------------------------------------------------------
 
@@ -715,15 +729,16 @@ class LocalGateway:
         if not events:
             return
         app = current_app._get_current_object()
+        fail_first = self._take_fail_next()
         if not has_request_context():
-            _post_events(app, events)
+            _post_events(app, events, fail_first)
             return
 
         # Inside a request: after the view returns (and has committed), so a
         # handler never waits on a row this request still holds locked.
         @after_this_request
         def deliver_after_view(response):
-            _post_events(app, events)
+            _post_events(app, events, fail_first)
             return response
 
     # --- state ---------------------------------------------------------------------
@@ -785,8 +800,8 @@ class LocalGateway:
         return copy.deepcopy(state[collection][object_id])
 
 
-def _post_events(app, events: list[dict]) -> list[int]:
-    """Post each event, signed, to the app's own webhook; returns the statuses.
+def _post_events(app, events: list[dict], fail_first: bool = False) -> list[int]:
+    """Post each event, signed, to the app's own webhook, then apply them; returns the statuses.
 
     A fresh thread has no Flask context, so the webhook request gets its own app
     context and database session rather than sharing the caller's.
@@ -818,11 +833,30 @@ def _post_events(app, events: list[dict]) -> list[int]:
                 event["id"],
                 response.status_code,
             )
+        _apply_delivered(app, events, fail_first)
 
     thread = threading.Thread(target=post_all, name="local-stripe-webhook")
     thread.start()
     thread.join()
     return statuses
+
+
+def _apply_delivered(app, events: list[dict], fail_first: bool) -> None:
+    """Apply what was just stored, in-process, through the worker's own step."""
+    from billing_site import worker
+
+    with app.app_context():
+        if fail_first and events:
+            reason = "The local stand-in failed this delivery on purpose (fail the next delivery)."
+            worker.fail_once(events[0]["id"], reason)
+        try:
+            worker.drain()
+        except Exception:  # the worker process (or a replay) picks up whatever is left
+            log.exception("local stripe: applying delivered events raised")
+        finally:
+            from billing_site.extensions import db
+
+            db.session.remove()
 
 
 def _check_checkout_params(params: dict) -> None:

@@ -12,7 +12,9 @@ if config.config_file_name and not logging.getLogger().handlers:
 logger = logging.getLogger("alembic.env")
 
 db = current_app.extensions["migrate"].db
-config.set_main_option("sqlalchemy.url", db.engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+config.set_main_option(
+    "sqlalchemy.url", db.engine.url.render_as_string(hide_password=False).replace("%", "%%")
+)
 
 
 def render_item(type_, obj, autogen_context):

@@ -1,4 +1,4 @@
-"""Webhook events in the console: the list, one event's payload, and replaying a failed one."""
+"""Webhook events in the console: the list, the queue, one event's payload, and replays."""
 
 from datetime import UTC, datetime
 
@@ -11,7 +11,9 @@ from tests.conftest import csrf_token_from
 from tests.stripe_events import make_event, post_event, stripe_object
 
 
-def store_failed_event(app, event: dict, error: str = "OperationalError: server closed") -> None:
+def store_failed_event(
+    app, event: dict, error: str = "OperationalError: server closed", status: str = "retrying"
+) -> None:
     """An event whose first processing failed (the database went away mid-handler)."""
     with inside(app):
         db.session.add(
@@ -21,9 +23,10 @@ def store_failed_event(app, event: dict, error: str = "OperationalError: server 
                 object_id=event["data"]["object"]["id"],
                 created=datetime.fromtimestamp(event["created"], UTC),
                 payload=event,
-                status="failed",
+                status=status,
                 error=error,
                 attempts=1,
+                next_attempt_at=datetime(2030, 1, 1, tzinfo=UTC) if status == "retrying" else None,
             )
         )
         db.session.commit()
@@ -54,8 +57,9 @@ def test_events_are_listed_with_status_and_error_and_filtered(app, client):
     admin, _ = admin_client(app)
     everything = admin.get("/admin/events").get_data(as_text=True)
     assert everything.count("charge.refunded") >= 2
-    assert "processed" in everything and "failed" in everything
-    failed = admin.get("/admin/events", query_string={"status": "failed"}).get_data(as_text=True)
+    assert "processed" in everything and "retrying" in everything
+    assert "2030-01-01 00:00 UTC" in everything  # a retrying event's next attempt
+    failed = admin.get("/admin/events", query_string={"status": "retrying"}).get_data(as_text=True)
     assert "OperationalError: server closed" in failed
     assert "processed" not in failed.split('id="events-results"')[1]
     by_type = admin.get("/admin/events", query_string={"type": "invoice"}).get_data(as_text=True)
@@ -83,34 +87,57 @@ def test_replaying_a_failed_event_applies_it_once_and_is_audited(app):
     assert response.status_code == 303
     page = admin.get(response.headers["Location"]).get_data(as_text=True)
     assert "Replayed: applied" in page
-    assert "Replay this event" not in page
     state = order_state(app, order_id)
     assert state["ledger"] == [("grant", 100), ("clawback", -50)]
-    # A processed event cannot be replayed again from the console.
+    # A processed event can be replayed too: it changes nothing, and says so.
     again = admin.post(
         f"/admin/events/{event['id']}/replay", data={"csrf_token": csrf_token_from(page)}
     )
-    assert "Only a failed event can be replayed" in admin.get(again.headers["Location"]).get_data(
-        as_text=True
-    )
+    assert "(no change)" in admin.get(again.headers["Location"]).get_data(as_text=True)
     assert order_state(app, order_id)["ledger"] == [("grant", 100), ("clawback", -50)]
     with inside(app) as session:
         stored = session.get(StripeEvent, event["id"])
-        assert (stored.status, stored.attempts) == ("processed", 2)
+        assert (stored.status, stored.attempts) == ("processed", 3)
         audit = session.scalars(select(AuditLog)).all()
         assert [(a.action, a.admin_id, a.target_id) for a in audit] == [
-            ("event.replay", admin_id, event["id"])
+            ("event.replay", admin_id, event["id"]),
+            ("event.replay", admin_id, event["id"]),
         ]
 
 
-def test_a_replay_that_fails_again_says_so_and_stays_failed(app, client):
+def test_a_replay_that_fails_again_says_so_and_keeps_retrying(app, client):
     broken = make_event("charge.dispute.created", {"object": "dispute", "status": "lost"})
-    assert post_event(client, broken).status_code == 500
+    assert not post_event(client, broken).applied_ok
     admin, _ = admin_client(app)
     response = replay(admin, broken["id"])
     page = admin.get(response.headers["Location"]).get_data(as_text=True)
     assert "failed again" in page
     with inside(app) as session:
         stored = session.get(StripeEvent, broken["id"])
-        assert (stored.status, stored.attempts) == ("failed", 2)
+        assert (stored.status, stored.attempts) == ("retrying", 2)
         assert session.scalar(select(AuditLog.action)) == "event.replay"
+
+
+def test_a_dead_event_is_counted_on_the_overview_and_replayable(app, client):
+    order_id, _ = paid_order(app)
+    event = refund_event(order_id, 1000)
+    store_failed_event(app, event, status="dead")
+    admin, _ = admin_client(app)
+    overview = admin.get("/admin/").get_data(as_text=True)
+    assert '<p class="stat-number" id="dead-events">' in overview
+    assert 'status=dead">1</a>' in overview
+    response = replay(admin, event["id"])
+    assert "Replayed: applied" in admin.get(response.headers["Location"]).get_data(as_text=True)
+    assert order_state(app, order_id)["ledger"] == [("grant", 100), ("clawback", -50)]
+
+
+def test_the_overview_shows_the_queue_depth_and_the_oldest_waiting_event(app, client):
+    order_id, _ = paid_order(app)
+    for amount in (500, 1000):
+        post_event(client, refund_event(order_id, amount), apply=False)  # no worker ran yet
+    admin, _ = admin_client(app)
+    overview = admin.get("/admin/").get_data(as_text=True)
+    assert 'status=queued">2</a>' in overview
+    assert "oldest waiting 0 s" in overview or "oldest waiting 1 s" in overview
+    queued = admin.get("/admin/events", query_string={"status": "queued"}).get_data(as_text=True)
+    assert queued.split('id="events-results"')[1].count("charge.refunded") == 2

@@ -34,7 +34,7 @@ def shop(app):
                 type="invoice.paid",
                 created=utcnow(),
                 payload={"id": "evt_failed_1"},
-                status="failed",
+                status="dead",
                 error="boom",
             )
         )
@@ -57,7 +57,7 @@ def test_the_overview_shows_revenue_refunds_and_what_needs_attention(app, shop):
     assert '<p class="stat-number" id="revenue-30-days">$73.00</p>' in html
     assert "3 paid orders" in html
     assert '<p class="stat-number" id="refunds-30-days">$2.00</p>' in html
-    assert '<a href="/admin/events?status=failed">1</a>' in html
+    assert '<a href="/admin/events?status=dead">1</a>' in html
     assert '<p class="stat-number" id="past-due">1</p>' in html
 
 

@@ -158,7 +158,7 @@ def test_when_redis_goes_down_the_cap_still_holds_in_memory(make_app):
         app = make_app(RATELIMIT_STORAGE_URI=redis.url)
         client = app.test_client()
         assert api_generate(client).status_code == 201
-        assert client.get("/healthz").json["status"] == "ok"
+        assert client.get("/healthz").json["rate_limit_storage"] == "ok"
 
         redis.stop()
         wait_until_closed(redis.port)

@@ -1,13 +1,46 @@
-"""GET /healthz: the database and the rate-limit storage, for the load balancer."""
+"""GET /healthz: the database, the rate-limit storage and the worker, for the load balancer."""
 
+from datetime import timedelta
+
+from billing_site.models import utcnow
+from billing_site.worker import heartbeat
 from tests.servers import free_port
 
 
-def test_healthz_is_ok_when_everything_answers(client):
+def test_healthz_is_ok_when_everything_answers_and_a_worker_beat_recently(db, client):
+    heartbeat.beat("host:1:abc")
+
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "database": "ok", "rate_limit_storage": "ok"}
+    assert response.get_json() == {
+        "status": "ok",
+        "database": "ok",
+        "rate_limit_storage": "ok",
+        "worker": "ok",
+    }
+
+
+def test_healthz_is_degraded_but_up_when_no_worker_ever_ran(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200  # events wait safely in the table for a worker
+    body = response.get_json()
+    assert body["status"] == "degraded"
+    assert body["worker"].startswith("not seen")
+
+
+def test_healthz_is_degraded_when_the_last_worker_beat_over_a_minute_ago(db, client):
+    from billing_site.models import WorkerHeartbeat
+
+    heartbeat.beat("host:1:abc")
+    db.session.get(WorkerHeartbeat, "host:1:abc").last_seen_at = utcnow() - timedelta(seconds=90)
+    db.session.commit()
+
+    body = client.get("/healthz").get_json()
+
+    assert body["status"] == "degraded"
+    assert body["worker"].startswith("not seen for 9")
 
 
 def test_healthz_is_degraded_but_up_when_the_rate_limit_storage_is_unreachable(make_app):

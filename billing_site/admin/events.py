@@ -1,4 +1,4 @@
-"""Webhook events: what Stripe sent, what became of it, and a replay for failures."""
+"""Webhook events: what Stripe sent, where it is in the queue, and a replay for any of them."""
 
 import json
 
@@ -24,6 +24,7 @@ def events():
         statuses=services.EVENT_STATUSES,
         types=services.event_types(),
         events=services.list_events(status, event_type, page_number()),
+        processing=services.processing_event_ids(),
     )
 
 

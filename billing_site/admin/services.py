@@ -9,6 +9,7 @@ billing_site.disputes.
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
+from flask import current_app
 from sqlalchemy import func, or_, select
 
 from billing_site import audit, credits
@@ -25,6 +26,8 @@ from billing_site.models import (
     User,
     utcnow,
 )
+from billing_site.webhook.services import PENDING_STATUSES
+from billing_site.worker import heartbeat
 
 PER_PAGE = 25
 LEDGER_PER_PAGE = 20
@@ -35,7 +38,8 @@ OPEN_DISPUTE_STATUSES = (
     "needs_response",
     "under_review",
 )
-EVENT_STATUSES = ("received", "processed", "ignored", "failed")
+# "processing" is not stored: it is what a live worker said, at its last beat, it was applying.
+EVENT_STATUSES = ("queued", "processing", "retrying", "dead", "processed", "ignored")
 
 
 # --- overview -------------------------------------------------------------------------
@@ -49,7 +53,9 @@ class Overview:
     refunds_30_days_cents: int
     refunds_30_days: int
     open_disputes: int
-    failed_events: int
+    dead_events: int
+    queue_depth: int  # events stored and not yet applied (queued or retrying)
+    oldest_unprocessed_seconds: int | None
     past_due_subscriptions: int
 
 
@@ -69,9 +75,18 @@ def overview(now: datetime | None = None) -> Overview:
         refunds_30_days_cents=_refunded_cents(month_ago)[0],
         refunds_30_days=_refunded_cents(month_ago)[1],
         open_disputes=_count(Dispute, Dispute.status.in_(OPEN_DISPUTE_STATUSES)),
-        failed_events=_count(StripeEvent, StripeEvent.status == "failed"),
+        dead_events=_count(StripeEvent, StripeEvent.status == "dead"),
+        queue_depth=_count(StripeEvent, StripeEvent.status.in_(PENDING_STATUSES)),
+        oldest_unprocessed_seconds=_oldest_unprocessed_seconds(now),
         past_due_subscriptions=_count(Subscription, Subscription.status == "past_due"),
     )
+
+
+def _oldest_unprocessed_seconds(now: datetime) -> int | None:
+    oldest = db.session.scalar(
+        select(func.min(StripeEvent.received_at)).where(StripeEvent.status.in_(PENDING_STATUSES))
+    )
+    return None if oldest is None else max(int((now - oldest).total_seconds()), 0)
 
 
 def _paid_cents(since: datetime) -> int:
@@ -240,12 +255,20 @@ def list_disputes(page: int):
 
 def list_events(status: str, event_type: str, page: int):
     statement = select(StripeEvent)
-    if status:
+    if status == "processing":
+        statement = statement.where(StripeEvent.id.in_(processing_event_ids()))
+    elif status:
         statement = statement.where(StripeEvent.status == status)
     if event_type:
         statement = statement.where(StripeEvent.type.contains(event_type, autoescape=True))
     statement = statement.order_by(StripeEvent.received_at.desc(), StripeEvent.id)
     return db.paginate(statement, page=page, per_page=PER_PAGE, error_out=False)
+
+
+def processing_event_ids() -> set[str]:
+    """The events live workers are applying right now (as of their last heartbeat)."""
+    stale_after = timedelta(seconds=current_app.config["WORKER_STALE_AFTER_SECONDS"])
+    return heartbeat.processing_event_ids(stale_after)
 
 
 def event_types() -> list[str]:
@@ -259,21 +282,18 @@ class ReplayRefused(Exception):
 
 
 def replay_event(admin_id: int, event_id: str) -> str:
-    """Run a failed event's handler again (the same idempotent path) and audit it.
+    """Apply a stored event again now, whatever its status (handlers are idempotent); audit it.
 
-    The replay commits its own transaction (the webhook's); the audit entry is
-    committed right after it, with the outcome, success or not.
+    The replay commits its own transaction (the worker's step); the audit entry
+    is committed right after it, with the outcome, success or not.
     """
-    from billing_site.webhook.services import HandlerFailed
+    from billing_site.webhook.services import EventNotFound, HandlerFailed
     from billing_site.webhook.services import replay_event as replay
 
-    event = db.session.get(StripeEvent, event_id)
-    if event is None:
-        raise ReplayRefused("There is no such event.")
-    if event.status != "failed":
-        raise ReplayRefused(f"Only a failed event can be replayed; this one is {event.status}.")
     try:
         outcome = replay(event_id)
+    except EventNotFound as missing:
+        raise ReplayRefused("There is no such event.") from missing
     except HandlerFailed as failure:
         outcome = f"failed again: {failure.error!r}"
     audit.record(admin_id, "event.replay", "stripe_event", event_id, {"outcome": outcome})

@@ -9,7 +9,7 @@ the site's own code path is the production one.
 import secrets
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, redirect, render_template, request
+from flask import Blueprint, abort, flash, redirect, render_template, request
 
 from billing_site.stripe_gateway import GatewayError, current_gateway
 
@@ -85,6 +85,19 @@ def subscription_action(subscription_id: str, action: str):
         apply_subscription_action(subscription["id"], action)
     except GatewayError as error:
         return render_template("dev/checkout_closed.html", message=error.message), 409
+    return redirect(portal_session["url"], code=303)
+
+
+@bp.post("/portal/fail-next-delivery")
+def fail_next_delivery():
+    """The next webhook delivery's first attempt fails, so retry and replay can be seen."""
+    portal_session = portal_session_or_404()
+    current_gateway().fail_next_delivery()
+    flash(
+        "The next event delivered to the site will fail its first attempt: the worker "
+        "retries it 30 s later, or an admin can replay it from Admin → Webhook events.",
+        "info",
+    )
     return redirect(portal_session["url"], code=303)
 
 

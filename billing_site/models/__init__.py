@@ -5,10 +5,12 @@ from billing_site.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
     ORDER_STATUSES,
     CreditLot,
+    JobRun,
     LedgerEntry,
     Order,
     StripeEvent,
     Subscription,
+    WorkerHeartbeat,
 )
 from billing_site.models.generation import Generation
 from billing_site.models.settings import SiteSetting
@@ -20,6 +22,7 @@ __all__ = [
     "CreditLot",
     "Dispute",
     "Generation",
+    "JobRun",
     "LIVE_SUBSCRIPTION_STATUSES",
     "LedgerEntry",
     "ORDER_STATUSES",
@@ -30,5 +33,6 @@ __all__ = [
     "Subscription",
     "UTCDateTime",
     "User",
+    "WorkerHeartbeat",
     "utcnow",
 ]

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from billing_site.extensions import db
@@ -124,10 +124,28 @@ class Subscription(db.Model):
 LIVE_SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due")
 
 
+# Events the worker still has to apply (the worker's claim spells it the same way).
+DUE_PREDICATE = "status IN ('queued', 'retrying')"
+
+
 class StripeEvent(db.Model):
-    """Every event Stripe delivered, stored before (and apart from) its processing."""
+    """Every event Stripe delivered: the webhook inbox and the worker's queue in one table.
+
+    The webhook only inserts a row (status "queued"); the worker claims due rows
+    (status queued or retrying, next_attempt_at passed), applies the handler and
+    marks the row done in one transaction. See billing_site/worker/.
+    """
 
     __tablename__ = "stripe_events"
+    __table_args__ = (
+        # The worker's claim query: only undone rows, oldest due first.
+        Index(
+            "ix_stripe_events_due",
+            "next_attempt_at",
+            postgresql_where=text(DUE_PREDICATE),
+            sqlite_where=text(DUE_PREDICATE),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_… id
     type: Mapped[str] = mapped_column(String(100), index=True)
@@ -139,9 +157,38 @@ class StripeEvent(db.Model):
     # Deferred: a repeated delivery only needs the status, and the payload is
     # the bulk of the row.
     payload: Mapped[dict] = mapped_column(JSON, deferred=True)
-    # received, processed, ignored, failed
-    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    # queued, retrying (a handler raised; next_attempt_at says when), dead (out
+    # of attempts), processed, ignored (no handler for the type).
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the worker may (next) try it; NULL once done.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outcome: Mapped[str | None] = mapped_column(String(255))  # the handler's last outcome
+
+
+class WorkerHeartbeat(db.Model):
+    """One row per running worker process, refreshed every few seconds (/healthz reads it)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(100), primary_key=True)  # host:pid:start
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    # The event it is applying at its last beat (admin shows it as "processing").
+    current_event_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class JobRun(db.Model):
+    """A scheduled job's run in one time slot: the unique key lets one worker of many run it."""
+
+    __tablename__ = "job_runs"
+
+    job: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slot: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # start of slot, epoch s
+    worker_id: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outcome: Mapped[str | None] = mapped_column(Text)

@@ -1,4 +1,4 @@
-"""POST /stripe/webhook: verify, record, dispatch, answer. Nothing else lives here.
+"""POST /stripe/webhook: verify, store, answer. The worker applies what is stored.
 
 Stripe signs the raw bytes, so the body is read with request.get_data() before
 anything parses it. The view is exempt from CSRF (Stripe has no session) and
@@ -9,6 +9,8 @@ after an outage is normal).
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 import billing_site.webhook.handlers  # noqa: F401  (fills the registry)
 from billing_site.config import webhook_secrets
@@ -35,9 +37,11 @@ def receive_event():
         log.warning("webhook rejected reason=%r remote=%s", str(error), request.remote_addr)
         return jsonify(error="invalid_webhook", message=f"Rejected: {error}."), 400
     try:
-        outcome = services.process_event(event)
-    except services.HandlerFailed:
-        # Rolled back and recorded as failed; a 5xx makes Stripe deliver it again.
-        message = "The event was recorded but could not be processed; it will be retried."
-        return jsonify(error="processing_failed", message=message), 500
-    return jsonify(received=True, event_id=event["id"], outcome=outcome), 200
+        stored = services.receive_event(event)
+    except (DBAPIError, PoolTimeout) as error:
+        # Nothing was committed; a 5xx makes Stripe deliver the event again later.
+        log.error("webhook event_id=%s not stored: database unavailable: %r", event["id"], error)
+        message = "The event could not be stored right now; deliver it again later."
+        response = jsonify(error="database_unavailable", message=message)
+        return response, 503, {"Retry-After": "30"}
+    return jsonify(received=True, event_id=event["id"], queued=stored), 200

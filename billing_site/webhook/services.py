@@ -1,33 +1,33 @@
-"""Record each Stripe event once and apply it once: the webhook's service layer.
+"""The webhook inbox and the one step that applies a stored event.
 
-A new event is recorded and applied in one transaction:
+Receiving (the web process) does only this: `INSERT … ON CONFLICT DO NOTHING`
+on the event id with status "queued", commit, NOTIFY the workers (PostgreSQL),
+answer 200. Once that commit is done the event is never lost, whatever dies next.
 
-1. `INSERT … ON CONFLICT DO NOTHING` claims the event id. The row already
-   carries the status it will have if the handler succeeds, so success costs
-   no second write. A parallel delivery of the same event waits on the unique
-   index until this transaction ends, then finds the row and does nothing.
-2. The handler runs in the same transaction, and everything commits once.
-3. A handler that raises is rolled back entirely (the claim with it), and the
-   failure is written in a fresh transaction, so Stripe's retry, `reconcile` or
-   an admin's replay can try again. A worker that dies mid-handler leaves
-   nothing; Stripe, having had no 2xx, delivers again.
+Applying (billing_site/worker, also admin replay and reconcile) runs the
+handler in the same transaction that marks the event done, so an event is
+either applied and marked, or neither. A handler that raises is rolled back
+and the attempt recorded with its traceback: "retrying" with exponential
+backoff (WORKER_RETRY_BASE_SECONDS doubling), then "dead" after
+WORKER_MAX_ATTEMPTS, which an admin can replay.
 
-An event seen before is applied under its row lock (SELECT … FOR UPDATE) unless
-it is already done, so a failed event's retry runs once however many arrive.
-
-Statuses: "processed" (a handler ran, including when it found nothing of ours:
-outcome "unknown_order", "unknown_user", … — valid, answered 200, changes
-nothing, and reconcile will not retry it), "ignored" (no handler for the type),
-"failed" (the handler raised; answered 500).
+Statuses: "queued", "retrying", "dead" (undone); "processed" (a handler ran,
+including when it found nothing of ours: outcome "unknown_order", … — valid,
+changes nothing), "ignored" (no handler for the type).
 """
 
 import json
 import logging
+import re
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import event as sa_event
+from sqlalchemy import select, text
+from sqlalchemy.orm import undefer
 
 from billing_site.extensions import db, dialect_insert
 from billing_site.models import StripeEvent, utcnow
@@ -37,7 +37,10 @@ from billing_site.webhook.registry import handler_for
 log = logging.getLogger("billing_site.webhook")
 
 DONE_STATUSES = ("processed", "ignored")
+PENDING_STATUSES = ("queued", "retrying")
 ERROR_TEXT_LIMIT = 4000
+NOTIFY_CHANNEL = "stripe_events"
+WRITE_STATEMENT = re.compile(r'\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.IGNORECASE)
 
 
 class HandlerFailed(Exception):
@@ -53,42 +56,38 @@ class EventNotFound(LookupError):
     """No stored event has that id."""
 
 
-def process_event(event: dict) -> str:
-    """Record `event` once and apply it once; returns the outcome ("duplicate" if done before).
-
-    Raises HandlerFailed (after recording the failure) when its handler raises.
-    """
-    handler = handler_for(event["type"])
-    if not _claim_new_event(event, _status_after(handler)):
-        return dispatch(event["id"])
-    outcome = _run_handler(handler, event)
-    db.session.commit()
-    _log_line(event["id"], event["type"], _object_id(event), outcome, _status_after(handler))
-    return outcome
+# --- receiving (the web process) ---------------------------------------------------
 
 
-def replay_event(event_id: str) -> str:
-    """Run a stored event's handler again, whatever its status (handlers are idempotent).
-
-    Raises EventNotFound for an unknown id and HandlerFailed when the handler raises.
-    """
-    if db.session.get(StripeEvent, event_id) is None:
-        raise EventNotFound(event_id)
-    db.session.rollback()
-    return dispatch(event_id, force=True)
-
-
-def _claim_new_event(event: dict, status: str) -> bool:
-    """Insert the event row (uncommitted) with the status success will give it.
-
-    False when the id is already stored: this delivery is a repeat or a retry.
-    """
-    values = _event_row(event) | {"status": status, "attempts": 1, "processed_at": utcnow()}
+def receive_event(event: dict) -> bool:
+    """Store a verified event as queued and commit; False when its id was stored before."""
+    now = utcnow()
+    values = _event_row(event) | {"status": "queued", "attempts": 0, "next_attempt_at": now}
     table = StripeEvent.__table__
     statement = (
         dialect_insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
     )
-    return db.session.execute(statement, values).first() is not None
+    try:
+        stored = db.session.execute(statement, values).first() is not None
+        if stored and _on_postgresql():
+            # Delivered to LISTENing workers when (and only if) the insert commits.
+            db.session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    log.info(
+        "webhook event_id=%s type=%s object_id=%s status=%s",
+        event["id"],
+        event["type"],
+        values["object_id"],
+        "queued" if stored else "duplicate",
+    )
+    return stored
+
+
+def _on_postgresql() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
 
 
 def _event_row(event: dict) -> dict:
@@ -103,39 +102,164 @@ def _event_row(event: dict) -> dict:
     }
 
 
-def dispatch(event_id: str, *, force: bool = False) -> str:
-    """Apply the stored event under its row lock, committing once; see the module docstring."""
-    stored = _lock_event(event_id)
-    if stored.status in DONE_STATUSES and not force:
-        # Another delivery (or a parallel one we queued behind) already applied it.
-        _log(stored, "duplicate")
-        db.session.rollback()
-        return "duplicate"
+# --- applying (the worker, replay, reconcile) --------------------------------------
+
+
+def apply_stored(stored: StripeEvent) -> str:
+    """Run the handler for a stored, locked event and mark it done, without committing."""
     handler = handler_for(stored.type)
-    outcome = _run_handler(handler, stored.payload)
-    stored.status = _status_after(handler)
+    outcome = (handler(stored.payload) or "processed") if handler else "ignored: no handler"
+    stored.status = "processed" if handler is not None else "ignored"
+    stored.outcome = outcome[:255]
     stored.error = None
     stored.attempts += 1
+    stored.next_attempt_at = None
     stored.processed_at = utcnow()
-    db.session.commit()
-    _log(stored, outcome)
+    # The one place to react to an applied event, inside its transaction (so a
+    # reaction is written exactly when the event is): notifications hook in here.
+    _after_event(stored, outcome)
     return outcome
 
 
-def _run_handler(handler, event: dict) -> str:
-    """The handler's outcome; on an exception, roll back, record the failure, raise."""
-    if handler is None:
-        return "ignored: no handler for this type"
+def _after_event(stored: StripeEvent, outcome: str) -> None:
+    """What else happens when an event is applied; nothing yet (notifications will join)."""
+
+
+def lock_event(event_id: str, *, skip_locked: bool = False) -> StripeEvent | None:
+    """The stored event under its row lock (None if absent, or locked and skip_locked)."""
+    statement = (
+        select(StripeEvent)
+        .where(StripeEvent.id == event_id)
+        .options(undefer(StripeEvent.payload))
+        .execution_options(populate_existing=True)
+    )
+    statement = statement.with_for_update(skip_locked=skip_locked and _on_postgresql())
+    return db.session.execute(statement).scalar_one_or_none()
+
+
+def record_failure(event_id: str, error: BaseException) -> str | None:
+    """After a rollback: count the attempt, keep the traceback, schedule the retry or give up.
+
+    Returns the new status ("retrying" or "dead"), or None when the event was
+    meanwhile applied by someone else (a done event is left as it is).
+    """
+    config = current_app.config
+    summary = "".join(traceback.format_exception(error, limit=-8))[-ERROR_TEXT_LIMIT:]
+    stored = lock_event(event_id)
+    if stored is None or stored.status in DONE_STATUSES:
+        db.session.rollback()
+        return None
+    stored.attempts += 1
+    stored.error = summary
+    stored.outcome = f"error: {error!r}"[:255]
+    if stored.attempts >= config["WORKER_MAX_ATTEMPTS"]:
+        stored.status, stored.next_attempt_at = "dead", None
+    else:
+        stored.status = "retrying"
+        stored.next_attempt_at = utcnow() + retry_delay(stored.attempts, config)
+    status, attempts = stored.status, stored.attempts
+    db.session.commit()
+    log.error(
+        "webhook event_id=%s outcome=error status=%s attempts=%s error=%r",
+        event_id,
+        status,
+        attempts,
+        error,
+    )
+    return status
+
+
+def retry_delay(attempts: int, config) -> timedelta:
+    """How long after its n-th failed attempt an event is tried again: base, doubling."""
+    return timedelta(seconds=config["WORKER_RETRY_BASE_SECONDS"] * 2 ** (attempts - 1))
+
+
+def replay_event(event_id: str) -> str:
+    """Apply a stored event again now, whatever its status (handlers are idempotent).
+
+    The outcome ends with "(no change)" when the handler wrote nothing. Raises
+    EventNotFound for an unknown id and HandlerFailed when the handler raises.
+    """
+    stored = lock_event(event_id)
+    if stored is None:
+        db.session.rollback()
+        raise EventNotFound(event_id)
     try:
-        return handler(event) or "processed"
+        with _counting_writes() as writes:
+            outcome = apply_stored(stored)
     except Exception as error:
         db.session.rollback()
-        _record_failure(event, error)
-        raise HandlerFailed(event["id"], error) from error
+        record_failure(event_id, error)
+        raise HandlerFailed(event_id, error) from error
+    db.session.commit()
+    _log_applied(stored, outcome)
+    return outcome if writes["rows"] else f"{outcome} (no change)"
 
 
-def _status_after(handler) -> str:
-    return "processed" if handler is not None else "ignored"
+@contextmanager
+def _counting_writes():
+    """Count rows the session's connection inserts, updates or deletes, bar the event's own."""
+    connection = db.session.connection()
+    writes = {"rows": 0}
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        written = WRITE_STATEMENT.match(statement)
+        if conn is connection and written and written.group(1) != "stripe_events":
+            writes["rows"] += max(cursor.rowcount, 0)
+
+    sa_event.listen(connection, "after_cursor_execute", count)
+    try:
+        yield writes
+        db.session.flush()  # the handler's pending ORM writes count too
+    finally:
+        sa_event.remove(connection, "after_cursor_execute", count)
+
+
+def _log_applied(stored: StripeEvent, outcome: str) -> None:
+    log.info(
+        "webhook event_id=%s type=%s object_id=%s outcome=%s status=%s",
+        stored.id,
+        stored.type,
+        stored.object_id,
+        _logfmt(outcome),
+        stored.status,
+    )
+
+
+@dataclass(frozen=True)
+class Applied:
+    event_id: str
+    event_type: str
+    outcome: str
+    ok: bool  # False: the handler raised; the event is retrying or dead
+
+
+def apply_and_commit(stored: StripeEvent) -> Applied:
+    """Apply a claimed (locked) event and commit; on an error roll back and record the attempt."""
+    event_id, event_type = stored.id, stored.type
+    try:
+        outcome = apply_stored(stored)
+        db.session.commit()
+    except Exception as error:
+        db.session.rollback()
+        status = record_failure(event_id, error)
+        return Applied(
+            event_id, event_type, f"error: {error!r} ({status or 'done meanwhile'})", False
+        )
+    _log_applied(stored, outcome)
+    return Applied(event_id, event_type, outcome, True)
+
+
+def apply_now(event_id: str) -> Applied | None:
+    """Apply one stored event now unless it is done; None when a worker holds it right now."""
+    stored = lock_event(event_id, skip_locked=True)
+    if stored is None:
+        db.session.rollback()
+        return None
+    if stored.status in DONE_STATUSES:
+        db.session.rollback()
+        return Applied(event_id, stored.type, "duplicate", True)
+    return apply_and_commit(stored)
 
 
 @dataclass(frozen=True)
@@ -147,10 +271,11 @@ class ReconcileResult:
 
 
 def reconcile(created_since: int) -> list[ReconcileResult]:
-    """Apply every event Stripe has since `created_since` that the site has not processed.
+    """Store and apply now every event Stripe has since `created_since` that is not done here.
 
-    Missing and failed events go through process_event (the same path as a
-    delivery); processed and ignored ones are skipped. Raises GatewayError when
+    Missing events are stored as a delivery would store them; missing, queued,
+    retrying and dead ones are then applied at once through the worker's own
+    step; processed and ignored ones are skipped. Raises GatewayError when
     Stripe cannot list its events.
     """
     results = []
@@ -160,65 +285,18 @@ def reconcile(created_since: int) -> list[ReconcileResult]:
 
 
 def _reconcile_one(event: dict) -> ReconcileResult:
-    stored = db.session.get(StripeEvent, event["id"])
-    status = stored.status if stored is not None else None
+    status = db.session.scalar(select(StripeEvent.status).where(StripeEvent.id == event["id"]))
     db.session.rollback()
     if status in DONE_STATUSES:
         return ReconcileResult(event["id"], event["type"], "skipped", f"already {status}")
-    try:
-        outcome = process_event(event)
-    except HandlerFailed as failure:
-        return ReconcileResult(event["id"], event["type"], "failed", repr(failure.error))
-    return ReconcileResult(event["id"], event["type"], "applied", outcome)
-
-
-def _lock_event(event_id: str) -> StripeEvent:
-    statement = (
-        select(StripeEvent)
-        .where(StripeEvent.id == event_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return db.session.execute(statement).scalar_one()
-
-
-def _record_failure(event: dict, error: Exception) -> None:
-    """Store the event as failed, whether or not its row survived the rollback.
-
-    A row another delivery has meanwhile finished is left as it is.
-    """
-    summary = "".join(traceback.format_exception(error, limit=-8))[-ERROR_TEXT_LIMIT:]
-    failed = {"status": "failed", "error": summary}
-    statement = dialect_insert(StripeEvent).values(**_event_row(event), **failed, attempts=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=["id"],
-        set_={**failed, "attempts": StripeEvent.attempts + 1},
-        where=StripeEvent.status.not_in(DONE_STATUSES),
-    )
-    db.session.execute(statement)
-    db.session.commit()
-    log.error(
-        "webhook event_id=%s type=%s object_id=%s outcome=error status=failed error=%r",
-        event["id"],
-        event["type"],
-        _object_id(event),
-        error,
-    )
-
-
-def _log(stored: StripeEvent, outcome: str) -> None:
-    _log_line(stored.id, stored.type, stored.object_id, outcome, stored.status)
-
-
-def _log_line(event_id: str, event_type: str, object_id: str | None, outcome: str, status: str):
-    log.info(
-        "webhook event_id=%s type=%s object_id=%s outcome=%s status=%s",
-        event_id,
-        event_type,
-        object_id,
-        _logfmt(outcome),
-        status,
-    )
+    receive_event(event)
+    applied = apply_now(event["id"])
+    if applied is None:
+        return ReconcileResult(event["id"], event["type"], "skipped", "a worker is applying it")
+    if applied.outcome == "duplicate":
+        return ReconcileResult(event["id"], event["type"], "skipped", "already done")
+    action = "applied" if applied.ok else "failed"
+    return ReconcileResult(event["id"], event["type"], action, applied.outcome)
 
 
 def _logfmt(value: str) -> str:

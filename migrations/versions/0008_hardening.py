@@ -10,7 +10,7 @@ from alembic import op
 from billing_site.lookalikes import skeleton
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
