@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNLIMITED = -1
+DEFAULT_PACK_MODELS = ("standard", "hd")
 PACK_CREDIT_LIFETIME_DAYS = 183  # "6 months after purchase"
 
 
@@ -20,6 +21,7 @@ class Pack:
     credits: int
     price_cents: int
     popular: bool = False
+    models: tuple[str, ...] = ()  # empty: the catalog's pack_models
 
     @property
     def cents_per_credit(self) -> float:
@@ -58,6 +60,8 @@ class Catalog:
     packs: tuple[Pack, ...]
     tiers: tuple[Tier, ...]
     models: tuple[Model, ...]
+    # The models a customer who bought a pack may use (Pro stays Premium's).
+    pack_models: tuple[str, ...] = DEFAULT_PACK_MODELS
 
     def pack(self, pack_id: str) -> Pack | None:
         return next((p for p in self.packs if p.id == pack_id), None)
@@ -67,6 +71,10 @@ class Catalog:
 
     def model(self, model_id: str) -> Model | None:
         return next((m for m in self.models if m.id == model_id), None)
+
+    def models_of_pack(self, pack: Pack) -> tuple[str, ...]:
+        """The models this pack's credits unlock."""
+        return pack.models or self.pack_models
 
     @property
     def free_tier(self) -> Tier:
@@ -87,6 +95,7 @@ def savings_percent(price_cents: int, credits: int, base_cents_per_credit: int) 
 DEFAULT_CATALOG = {
     "currency": "usd",
     "base_cents_per_credit": 25,
+    "pack_models": list(DEFAULT_PACK_MODELS),
     "packs": [
         {"id": "starter", "name": "Starter Pack", "credits": 20, "price_cents": 500},
         {"id": "pro", "name": "Pro Pack", "credits": 100, "price_cents": 2000, "popular": True},
@@ -136,7 +145,9 @@ def build_catalog(data: dict) -> Catalog:
     return Catalog(
         currency=data["currency"].lower(),
         base_cents_per_credit=int(data["base_cents_per_credit"]),
-        packs=tuple(Pack(**pack) for pack in data["packs"]),
+        packs=tuple(
+            Pack(**{**pack, "models": tuple(pack.get("models", ()))}) for pack in data["packs"]
+        ),
         tiers=tuple(
             Tier(
                 **{
@@ -148,6 +159,7 @@ def build_catalog(data: dict) -> Catalog:
             for tier in data["tiers"]
         ),
         models=tuple(Model(**model) for model in data["models"]),
+        pack_models=tuple(data.get("pack_models", DEFAULT_PACK_MODELS)),
     )
 
 

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from billing_site import credits
+from billing_site import books, credits
 from billing_site.catalog import PACK_CREDIT_LIFETIME_DAYS
 from billing_site.extensions import db
-from billing_site.models import Order, StripeEvent, utcnow
+from billing_site.models import Order, StripeEvent, User, utcnow
 from billing_site.stripe_gateway import stripe_id
 from billing_site.webhook.registry import handler_for
 
@@ -71,28 +71,77 @@ def lock_order_for_session(session: dict) -> Order | None:
 
 
 def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None) -> str:
-    """Mark the session's order paid and grant its credits, once. Returns the outcome."""
+    """Book what the session took and grant its credits, once, if it is what was expected.
+
+    Returns the outcome. A currency or an amount Stripe reports that the order
+    did not expect (and no discount explains) grants nothing: `needs_review`.
+    """
+    _lock_customer(_user_of_session(session))  # customer first (subscriptions: LOCK ORDER)
     order = lock_order_for_session(session)
     if order is None:
         return "unknown_order"
+    _copy_session_ids(order, session)
     if order.status not in FULFILLABLE_STATUSES:
         return f"noop: order already {order.status}"
     if session.get("payment_status") not in PAID_STATUSES:
         return "awaiting_payment"
+    totals = books.session_totals(session)
+    problem = books.mismatch(order.expected_amount_cents, order.currency, totals)
+    books.record_totals(order, totals)
+    if problem:
+        books.mark_needs_review(order, problem)
+        return f"needs_review: {problem}"
     # Granted before the order changes, so the order's UPDATE waits for the
     # commit's single flush instead of being flushed early by the ledger's lock.
     if order.kind == "pack":
         grant_pack_credits(order, stripe_event_id=stripe_event_id)
     # A subscription's credits come with each paid invoice (invoice.paid), not here.
+    mark_paid(order)
+    if order.kind == "subscription":
+        from billing_site.subscriptions import keep_one_live_subscription
+
+        keep_one_live_subscription(order)
+    applied = apply_events_that_came_early(order)
+    return f"fulfilled; applied {applied} earlier event(s)" if applied else "fulfilled"
+
+
+def _user_of_session(session: dict) -> int | None:
+    """Whose order this session is for (read without a lock, to lock the customer first)."""
+    user_id = db.session.scalar(
+        select(Order.user_id).where(Order.checkout_session_id == session["id"])
+    )
+    if user_id is not None:
+        return user_id
+    metadata_user = str((session.get("metadata") or {}).get("user_id") or "")
+    return int(metadata_user) if metadata_user.isdigit() and len(metadata_user) < 19 else None
+
+
+def _lock_customer(user_id: int | None) -> None:
+    if user_id is not None:
+        db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
+def mark_paid(order: Order, paid_at=None) -> None:
     order.status = "paid"
-    order.paid_at = utcnow()
+    order.paid_at = paid_at or utcnow()
     order.failure_reason = None
+
+
+def _copy_session_ids(order: Order, session: dict) -> None:
     order.payment_intent_id = stripe_id(session.get("payment_intent")) or order.payment_intent_id
     order.stripe_subscription_id = (
         stripe_id(session.get("subscription")) or order.stripe_subscription_id
     )
-    applied = apply_events_that_came_early(order)
-    return f"fulfilled; applied {applied} earlier event(s)" if applied else "fulfilled"
+    order.stripe_customer_id = stripe_id(session.get("customer")) or order.stripe_customer_id
+    invoice_id = stripe_id(session.get("invoice"))
+    if invoice_id and order.stripe_invoice_id is None and not _invoice_booked(invoice_id):
+        order.stripe_invoice_id = invoice_id
+
+
+def _invoice_booked(invoice_id: str) -> bool:
+    return (
+        db.session.scalar(select(Order.id).where(Order.stripe_invoice_id == invoice_id)) is not None
+    )
 
 
 def apply_events_that_came_early(order: Order) -> int:

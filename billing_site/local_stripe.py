@@ -210,6 +210,21 @@ class LocalGateway:
         self._deliver(events)
         return result
 
+    def cancel_subscription(self, subscription_id: str, *, idempotency_key: str) -> dict:
+        """End a subscription now, as DELETE /v1/subscriptions/:id does (books helper)."""
+        with self._state() as state:
+            replay = self._replay(state, idempotency_key)
+            if replay:
+                return replay
+            subscription = self._get(state, "subscriptions", subscription_id)
+            events = []
+            if subscription["status"] != "canceled":
+                events = self._end_subscription(state, subscription)
+            state["idempotency"][idempotency_key] = ["subscriptions", subscription_id]
+            result = copy.deepcopy(subscription)
+        self._deliver(events)
+        return result
+
     def list_events(self, *, created_since: int) -> Iterator[dict]:
         """Every recorded event created at or after `created_since`, oldest first."""
         with self._state() as state:

@@ -33,7 +33,8 @@ REFUND_REASONS = {
     "duplicate": "Duplicate",
     "fraudulent": "Fraudulent",
 }
-REFUNDABLE_STATUSES = ("paid", "partially_refunded")
+# A payment under review can be refunded: that is one way an admin resolves it.
+REFUNDABLE_STATUSES = ("paid", "partially_refunded", "needs_review")
 # Stripe forgets an idempotency key after 24 hours; a retry after that could
 # create a second refund, so older pending refunds are settled by reconcile only.
 RETRY_WINDOW = timedelta(hours=23)
@@ -110,9 +111,18 @@ def format_cents(cents: int) -> str:
 
 
 def clawable_credits(order: Order) -> int:
-    """The credits a refund of this order can take back: a pack's; a subscription's
-    credits come with invoices, not with the order."""
-    return order.credits if order.kind == "pack" and order.credits > 0 else 0
+    """The credits a full refund of this payment takes back: a pack's credits; for a
+    subscription payment, the monthly lot it paid for (none for an unlimited tier)."""
+    if order.kind == "pack":
+        return order.credits if order.credits > 0 else 0
+    if not order.stripe_invoice_id:
+        return 0
+    granted = db.session.scalar(
+        select(CreditLot.credits_granted).where(
+            CreditLot.source == "monthly", CreditLot.source_ref == order.stripe_invoice_id
+        )
+    )
+    return granted or 0
 
 
 def reserved_cents(order_id: int) -> int:
@@ -334,6 +344,39 @@ def _settle(refund_id: int, admin_id: int | None, stripe_refund: dict) -> Refund
     return RefundResult(refund, refund.status, messages[refund.status])
 
 
+def refund_in_transaction(order: Order, *, key: str, note: str) -> Refund:
+    """Refund what remains of a locked order now, inside the caller's transaction.
+
+    For refunds the site decides on its own (a duplicate subscription) while a
+    webhook holds the order: the fixed idempotency key makes a retry after a
+    rollback get Stripe's first answer, so the money goes back once.
+    """
+    refund = Refund(
+        order_id=order.id,
+        sequence=_next_sequence(order.id),
+        amount_cents=order.refundable_cents,
+        reason="duplicate",
+        note=note,
+        status="pending",
+    )
+    db.session.add(refund)
+    db.session.flush()
+    params = {
+        "amount": refund.amount_cents,
+        "reason": "duplicate",
+        "metadata": {"order_id": str(order.id), "refund_id": str(refund.id)},
+    }
+    if order.payment_intent_id:
+        params["payment_intent"] = order.payment_intent_id
+    else:
+        params["charge"] = order.charge_id
+    stripe_refund = current_gateway().create_refund(params, idempotency_key=key)
+    refund.stripe_refund_id = stripe_refund.get("id")
+    if stripe_refund.get("status") == "succeeded":
+        apply_refund_succeeded(order, refund)
+    return refund
+
+
 # --- applying refunds (shared by the admin's path and the webhook) ----------------
 
 
@@ -395,6 +438,7 @@ def apply_charge_refunded(charge: dict, *, stripe_event_id: str | None = None) -
     if order is None:
         return "unknown_order"
     order.charge_id = order.charge_id or charge.get("id")
+    order.receipt_url = order.receipt_url or charge.get("receipt_url")
     gap = min(int(charge.get("amount_refunded") or 0), order.amount_cents)
     gap -= order.amount_refunded_cents
     if gap <= 0:
@@ -555,9 +599,13 @@ def _claw_back_refunded_share(order: Order, *, reference: str, stripe_event_id: 
 
 
 def _update_status(order: Order) -> None:
-    # An open dispute outranks refunds; closing it recomputes the status.
+    # An open dispute outranks refunds; closing it recomputes the status. A payment
+    # under review stays so until it is refunded in full.
+    status = settled_status(order.amount_cents, order.amount_refunded_cents)
+    if order.status == "needs_review" and status != "refunded":
+        return
     if order.status != "disputed":
-        order.status = settled_status(order.amount_cents, order.amount_refunded_cents)
+        order.status = status
 
 
 def pack_lot_expiry(order: Order):

@@ -235,6 +235,12 @@ class StripeGateway:
             idempotency_key=idempotency_key,
         )
 
+    def cancel_subscription(self, subscription_id: str, *, idempotency_key: str) -> dict:
+        """End a subscription now (DELETE /v1/subscriptions/:id), without proration credit."""
+        return self._call(
+            self.client.v1.subscriptions.cancel, subscription_id, idempotency_key=idempotency_key
+        )
+
     def list_events(self, *, created_since: int) -> Iterator[dict]:
         """Every event created at or after `created_since` (a Unix time), oldest first."""
         try:

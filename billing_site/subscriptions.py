@@ -5,13 +5,19 @@ applied only if it is not older than the newest one already applied
 (`Subscription.last_event_at`), and a canceled subscription is terminal: no
 `updated` event, however late or early, brings it back. Nothing here commits;
 the webhook's dispatcher commits once per event.
+
+LOCK ORDER: a subscription's events and its first payment lock the customer's
+row first, then the subscription and order rows. Inserting a subscription or
+an order takes a key-share lock on the customer, so any other order (rows, then
+the customer) deadlocks against the one-live-subscription check, which must
+hold the customer while it looks at their other payments.
 """
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from billing_site import credits
+from billing_site import audit, credits, invoices
 from billing_site.catalog import current_catalog
 from billing_site.extensions import db, dialect_insert
 from billing_site.models import Order, Subscription, User
@@ -32,6 +38,7 @@ def apply_subscription(subscription: dict, event_created: int, *, deleted: bool 
     user = find_user(subscription.get("metadata"), subscription.get("customer"))
     if user is None:
         return "unknown_user"
+    credits.lock_user(user.id)  # customer first, then their rows (see LOCK ORDER)
     tier = tier_of_subscription(subscription)
     existing = lock_subscription(subscription["id"])
     if existing is None and tier is None:
@@ -46,10 +53,14 @@ def apply_subscription(subscription: dict, event_created: int, *, deleted: bool 
 
 
 def renew_from_invoice(invoice: dict, event_created: int, stripe_event_id: str) -> str:
-    """invoice.paid: grant the period's monthly credits once per invoice, replacing the last."""
+    """invoice.paid: book the payment once per invoice, then grant the period's credits once."""
     subscription_id = subscription_id_of_invoice(invoice)
     if subscription_id is None:
         return "ignored: not a subscription invoice"
+    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    user = find_user(details.get("metadata"), invoice.get("customer"))
+    if user is not None:
+        credits.lock_user(user.id)  # customer first, then their rows (see LOCK ORDER)
     row = lock_subscription(subscription_id) or _create_from_invoice(invoice, event_created)
     if row is None:
         return "unknown_subscription"
@@ -59,7 +70,10 @@ def renew_from_invoice(invoice: dict, event_created: int, stripe_event_id: str) 
     period_start, period_end = invoice_period(invoice)
     if period_end is not None and (row.current_period_end or period_end) <= period_end:
         row.current_period_start, row.current_period_end = period_start, period_end
-    return _grant_allowance(row, invoice, period_end, stripe_event_id)
+    order, booked = invoices.book_invoice(invoice, row)
+    if not invoices.grants_allowance(order):
+        return f"{booked}; no credits: payment {order.status}"
+    return _grant_allowance(row, invoice, period_end, stripe_event_id, order)
 
 
 def mark_past_due(invoice: dict, event_created: int) -> str:
@@ -154,7 +168,11 @@ def invoice_period(invoice: dict) -> tuple[datetime | None, datetime | None]:
 
 
 def _grant_allowance(
-    row: Subscription, invoice: dict, period_end: datetime | None, stripe_event_id: str
+    row: Subscription,
+    invoice: dict,
+    period_end: datetime | None,
+    stripe_event_id: str,
+    order: Order | None = None,
 ) -> str:
     tier = current_catalog().tier(row.tier)
     if tier is None or tier.is_unlimited or tier.credits_per_month <= 0:
@@ -174,6 +192,8 @@ def _grant_allowance(
     )
     if lot is None:
         return "noop: invoice already granted (or its period is over)"
+    # The payment this lot came with: a refund of it claws back its share.
+    lot.order_id = order.id if order is not None else None
     return f"granted {tier.credits_per_month}"
 
 
@@ -273,3 +293,90 @@ def _subscription_line(invoice: dict) -> dict | None:
 
 def _time(unix) -> datetime | None:
     return datetime.fromtimestamp(int(unix), UTC) if unix else None
+
+
+# --- one live subscription per customer -------------------------------------------------
+
+
+def keep_one_live_subscription(order: Order) -> str | None:
+    """A second subscription's first payment: cancel it at Stripe and refund it in full.
+
+    Decided once per first payment, under the customer's lock, when its money is
+    booked: the subscription whose payment was booked first stays; any later one
+    is the duplicate. Its refund waits until the payment's charge is known (the
+    first invoice), then goes through refunds with a fixed idempotency key, so a
+    redelivered event never refunds twice. Returns what was done, or None.
+    """
+    if order.kind != "subscription" or not order.stripe_subscription_id:
+        return None
+    if order.failure_reason != invoices.DUPLICATE_SUBSCRIPTION:
+        credits.lock_user(order.user_id)  # serialises two first payments of one customer
+        kept = _other_kept_subscription(order)
+        if kept is None:
+            return None
+        _mark_duplicate(order, kept)
+    return _refund_duplicate(order)
+
+
+def _other_kept_subscription(order: Order) -> Order | None:
+    """The customer's earlier first payment of another subscription that is still live."""
+    return db.session.execute(
+        select(Order)
+        .outerjoin(
+            Subscription, Subscription.stripe_subscription_id == Order.stripe_subscription_id
+        )
+        .where(
+            Order.user_id == order.user_id,
+            Order.kind == "subscription",
+            Order.id != order.id,
+            Order.status.in_(("paid", "partially_refunded", "disputed")),
+            Order.stripe_subscription_id.is_not(None),
+            Order.stripe_subscription_id != order.stripe_subscription_id,
+            or_(
+                Order.failure_reason.is_(None),
+                Order.failure_reason != invoices.DUPLICATE_SUBSCRIPTION,
+            ),
+            or_(Subscription.id.is_(None), Subscription.status.not_in(TERMINAL_STATUSES)),
+        )
+        .order_by(Order.paid_at, Order.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _mark_duplicate(order: Order, kept: Order) -> None:
+    tier = current_catalog().tier(kept.item_id)
+    name = tier.name if tier else kept.item_id.title()
+    order.failure_reason = invoices.DUPLICATE_SUBSCRIPTION
+    order.customer_notice = f"You already had {name}; we refunded the second subscription."
+    # The Stripe call sits in the webhook's transaction: its idempotency key makes a
+    # retry after a rollback get the same answer, never a second cancellation.
+    current_gateway().cancel_subscription(
+        order.stripe_subscription_id, idempotency_key=f"cancel-duplicate-{order.id}"
+    )
+    audit.record(
+        None,
+        "subscription.duplicate_canceled",
+        "order",
+        order.id,
+        {"subscription": order.stripe_subscription_id, "kept_order_id": kept.id},
+    )
+
+
+def _refund_duplicate(order: Order) -> str:
+    from billing_site import refunds
+
+    if not (order.payment_intent_id or order.charge_id):
+        return "duplicate subscription canceled; refund waits for its invoice"
+    if order.amount_refunded_cents >= order.amount_cents:
+        return "duplicate subscription already refunded"
+    refund = refunds.refund_in_transaction(
+        order, key=f"refund-duplicate-{order.id}", note="second subscription refunded"
+    )
+    audit.record(
+        None,
+        "subscription.duplicate_refunded",
+        "order",
+        order.id,
+        {"refund_id": refund.id, "amount_cents": refund.amount_cents},
+    )
+    return "duplicate subscription canceled and refunded"

@@ -232,9 +232,9 @@ def test_orders_show_status_pills_and_receipt_links(app, client):
         ids = (paid.id, refunded.id, failed.id)
     logged_in(client, app, user_id)
     html = dashboard(client)
-    assert '<span class="pill pill-paid">paid</span>' in html
-    assert '<span class="pill pill-partially_refunded">partially refunded</span>' in html
-    assert '<span class="pill pill-failed">failed</span>' in html
+    assert '<span class="pill pill-paid">Paid</span>' in html
+    assert '<span class="pill pill-partially_refunded">Partially refunded</span>' in html
+    assert '<span class="pill pill-failed">Failed</span>' in html
     assert f'href="/account/orders/{ids[0]}/receipt"' in html
     assert f'href="/account/orders/{ids[1]}/receipt"' in html
     assert f'href="/account/orders/{ids[2]}/receipt"' not in html

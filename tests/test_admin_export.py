@@ -36,6 +36,14 @@ HEADER = [
     "Stripe charge",
     "Stripe subscription",
     "Stripe refunds",
+    "Expected amount",
+    "Discount",
+    "Tax",
+    "Promotion code",
+    "Stripe invoice",
+    "Stripe customer",
+    "Period start (UTC)",
+    "Period end (UTC)",
 ]
 
 

@@ -410,6 +410,9 @@ def basic_plan_invoice(user, *, invoice_id: str, sub_id: str) -> dict:
         customer="cus_unknown",
         billing_reason="subscription_cycle",
         amount_paid=999,
+        amount_due=999,
+        subtotal=999,
+        total=999,
     )
     paid["parent"] = {
         "type": "subscription_details",

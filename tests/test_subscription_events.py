@@ -82,6 +82,9 @@ def invoice(user, *, invoice_id, sub_id="sub_test_1", period_start=None, metadat
         customer=user.stripe_customer_id or "cus_unknown",
         billing_reason="subscription_cycle",
         amount_paid=999,
+        amount_due=999,
+        subtotal=999,
+        total=999,
     )
     details_metadata = {"user_id": str(user.id), "tier": "basic"} if metadata is None else metadata
     inv["parent"] = {
@@ -271,7 +274,9 @@ def test_unlimited_tier_invoice_grants_no_credits(db, client):
     user = make_user()
     deliver(client, "customer.subscription.created", subscription(user, tier="premium"))
 
-    outcome = deliver(client, "invoice.paid", invoice(user, invoice_id="in_premium"))
+    paid = invoice(user, invoice_id="in_premium")
+    paid.update(amount_paid=2999, amount_due=2999, subtotal=2999, total=2999)
+    outcome = deliver(client, "invoice.paid", paid)
 
     assert outcome == "no credits: premium tier"
     assert fresh(db, User, user.id).balance == 0

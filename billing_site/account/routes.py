@@ -34,7 +34,6 @@ def dashboard():
     return render_template(
         "account/dashboard.html",
         board=services.dashboard(current_user),
-        receipt_statuses=services.RECEIPT_STATUSES,
         svg_data_url=svg_data_url,
     )
 
@@ -54,13 +53,21 @@ def ledger():
     )
 
 
+@bp.get("/account/billing")
+@login_required
+def billing():
+    return render_template(
+        "account/billing.html", payments=services.billing_history(current_user.id)
+    )
+
+
 @bp.get("/account/orders/<int:order_id>/receipt")
 @login_required
 def receipt(order_id: int):
     order = services.order_for_receipt(current_user, order_id)
     if order is None:
         abort(404)  # someone else's order looks exactly like a missing one
-    return render_template("account/receipt.html", order=order)
+    return render_template("account/receipt.html", payment=services.payment_view(order))
 
 
 @bp.get("/api/v1/account/usage")

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from flask import current_app
 from sqlalchemy import Date, cast, func, select
 
-from billing_site import credits, formatting
+from billing_site import books, credits, formatting
 from billing_site.catalog import Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.models import (
@@ -64,6 +64,51 @@ def tier_of(user: User) -> Tier:
 
 
 # --- the free tier's monthly allowance -------------------------------------------------
+
+
+# A pack bought and not refunded (in full) or charged back unlocks the pack models.
+PACK_UNLOCK_STATUSES = ("paid", "partially_refunded")
+
+
+def has_bought_pack(user_id: int) -> bool:
+    return (
+        db.session.scalar(
+            select(Order.id)
+            .where(
+                Order.user_id == user_id,
+                Order.kind == "pack",
+                Order.status.in_(PACK_UNLOCK_STATUSES),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def unlocked_models(user: User, tier: Tier | None = None) -> tuple[str, ...]:
+    """The models this customer may use: their plan's, plus the pack models if they bought one."""
+    tier = tier or tier_of(user)
+    catalog = current_catalog()
+    if not has_bought_pack(user.id):
+        return tier.models
+    extra = tuple(m for m in catalog.pack_models if m not in tier.models)
+    return tier.models + extra
+
+
+def model_offers() -> dict[str, str]:
+    """Per model, what gives it: "Free, Basic, Premium and credit packs"."""
+    catalog = current_catalog()
+    offers = {}
+    for model in catalog.models:
+        names = [tier.name for tier in catalog.tiers if model.id in tier.models]
+        if model.id in catalog.pack_models:
+            names.append("credit packs")
+        offers[model.id] = (
+            ", ".join(names[:-1])
+            + (" and " if len(names) > 1 else "")
+            + (names[-1] if names else "no plan")
+        )
+    return offers
 
 
 def month_start(moment: datetime) -> datetime:
@@ -414,7 +459,7 @@ class Dashboard:
     subscription: Subscription | None
     chart: UsageChart
     ledger: LedgerPage
-    orders: list[Order]
+    orders: list["Payment"]
     generations: list[Generation]
 
 
@@ -432,19 +477,8 @@ def dashboard(user: User) -> Dashboard:
         subscription=current_subscription(user),
         chart=usage_chart(user, current_usage.period),
         ledger=ledger_page(user.id),
-        orders=recent_orders(user.id),
+        orders=billing_history(user.id, limit=RECENT_ORDERS),
         generations=recent_generations(user.id),
-    )
-
-
-def recent_orders(user_id: int) -> list[Order]:
-    return list(
-        db.session.execute(
-            select(Order)
-            .where(Order.user_id == user_id, Order.status != "pending")
-            .order_by(Order.id.desc())
-            .limit(RECENT_ORDERS)
-        ).scalars()
     )
 
 
@@ -458,6 +492,71 @@ def recent_generations(user_id: int) -> list[Generation]:
             .limit(RECENT_GENERATIONS)
         ).scalars()
     )
+
+
+# --- billing history ---------------------------------------------------------------------
+
+# Payments a customer sees: everything Stripe was asked to take, except checkouts
+# that were never paid (pending, expired).
+BILLING_STATUSES = (
+    "paid",
+    "refunded",
+    "partially_refunded",
+    "disputed",
+    "failed",
+    "needs_review",
+)
+BILLING_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One row of the billing history, as the customer reads it."""
+
+    order: Order
+    date: datetime
+    label: str
+    amount: str
+    refunded: str | None
+    status: str
+    has_receipt: bool
+    price: str | None = None  # before a discount, when there was one
+    discount: str | None = None
+    tax: str | None = None
+
+
+def billing_history(user_id: int, limit: int = BILLING_PAGE_SIZE) -> list[Payment]:
+    """The customer's payments, newest first: packs, first payments, renewals, plan changes."""
+    orders = db.session.execute(
+        select(Order)
+        .where(Order.user_id == user_id, Order.status.in_(BILLING_STATUSES))
+        .order_by(Order.id.desc())
+        .limit(limit)
+    ).scalars()
+    return [payment_view(order) for order in orders]
+
+
+def payment_view(order: Order) -> Payment:
+    return Payment(
+        order=order,
+        date=order.paid_at or order.created_at,
+        label=books.payment_label(order),
+        amount=books.money_text(order.amount_cents, order.currency),
+        refunded=books.money_text(order.amount_refunded_cents, order.currency)
+        if order.amount_refunded_cents
+        else None,
+        status=books.CUSTOMER_STATUS.get(order.status, order.status),
+        has_receipt=order.status in RECEIPT_STATUSES,
+        price=_money_or_none(order.amount_subtotal_cents, order)
+        if order.amount_discount_cents
+        else None,
+        discount=_money_or_none(order.amount_discount_cents, order),
+        tax=_money_or_none(order.amount_tax_cents, order),
+    )
+
+
+def _money_or_none(cents: int | None, order: Order) -> str | None:
+    return books.money_text(cents, order.currency) if cents else None
 
 
 def order_for_receipt(user: User, order_id: int) -> Order | None:

@@ -1,4 +1,5 @@
-"""The orders CSV export: exactly the orders the orders page lists, as a download.
+"""The orders CSV export: exactly the payments the orders page lists (packs, first
+subscription payments, renewals, prorations), as a download.
 
 The rows come from the page's own query (services.orders_query), read in
 batches along its (created_at, id) order, so 100,000 orders never sit in memory
@@ -40,7 +41,17 @@ COLUMNS = (
     "Stripe charge",
     "Stripe subscription",
     "Stripe refunds",
+    "Expected amount",
+    "Discount",
+    "Tax",
+    "Promotion code",
+    "Stripe invoice",
+    "Stripe customer",
+    "Period start (UTC)",
+    "Period end (UTC)",
 )
+# Orders no money came in for: they have no net amount (summing Net is revenue).
+UNPAID_STATUSES = ("pending", "failed", "expired")
 # What one exported row reads; plain columns, not Order objects, so the session's
 # identity map does not grow with the file.
 ROW_COLUMNS = (
@@ -60,6 +71,14 @@ ROW_COLUMNS = (
     Order.payment_intent_id,
     Order.charge_id,
     Order.stripe_subscription_id,
+    Order.expected_amount_cents,
+    Order.amount_discount_cents,
+    Order.amount_tax_cents,
+    Order.promotion_code,
+    Order.stripe_invoice_id,
+    Order.stripe_customer_id,
+    Order.period_start,
+    Order.period_end,
 )
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV
@@ -109,6 +128,7 @@ def csv_row(row, refund_ids: list[str]) -> list[str]:
     numbers and times we format ourselves are not (an apostrophe would turn them into text)."""
     text = neutralise_formula
     credits = "unlimited" if row.credits < 0 else str(row.credits)
+    net = row.amount_cents - row.amount_refunded_cents
     return [
         str(row.id),
         timestamp(row.created_at),
@@ -119,7 +139,7 @@ def csv_row(row, refund_ids: list[str]) -> list[str]:
         text(row.currency.upper()),
         major_units(row.amount_cents, row.currency),
         major_units(row.amount_refunded_cents, row.currency),
-        major_units(row.amount_cents - row.amount_refunded_cents, row.currency),
+        "" if row.status in UNPAID_STATUSES else major_units(net, row.currency),
         credits,
         str(row.credits_clawed_back),
         text(row.status),
@@ -128,6 +148,14 @@ def csv_row(row, refund_ids: list[str]) -> list[str]:
         text(row.charge_id),
         text(row.stripe_subscription_id),
         text(" ".join(refund_ids)),
+        major_units(row.expected_amount_cents, row.currency),
+        major_units(row.amount_discount_cents, row.currency),
+        major_units(row.amount_tax_cents, row.currency),
+        text(row.promotion_code),
+        text(row.stripe_invoice_id),
+        text(row.stripe_customer_id),
+        timestamp(row.period_start),
+        timestamp(row.period_end),
     ]
 
 

@@ -13,6 +13,7 @@ from flask import current_app
 from sqlalchemy import func, or_, select
 
 from billing_site import audit, credits
+from billing_site.disputes import OPEN_STATUSES
 from billing_site.extensions import db
 from billing_site.models import (
     AuditLog,
@@ -31,13 +32,10 @@ from billing_site.worker import heartbeat
 
 PER_PAGE = 25
 LEDGER_PER_PAGE = 20
-PAID_ORDER_STATUSES = ("paid", "partially_refunded", "refunded", "disputed")
-OPEN_DISPUTE_STATUSES = (
-    "warning_needs_response",
-    "warning_under_review",
-    "needs_response",
-    "under_review",
-)
+# Statuses of payments whose money came in (needs_review: Stripe took it, but not
+# what was expected; it counts as received until an admin refunds it).
+PAID_ORDER_STATUSES = ("paid", "partially_refunded", "refunded", "disputed", "needs_review")
+OPEN_DISPUTE_STATUSES = OPEN_STATUSES
 # "processing" is not stored: it is what a live worker said, at its last beat, it was applying.
 EVENT_STATUSES = ("queued", "processing", "retrying", "dead", "processed", "ignored")
 
@@ -57,6 +55,19 @@ class Overview:
     queue_depth: int  # events stored and not yet applied (queued or retrying)
     oldest_unprocessed_seconds: int | None
     past_due_subscriptions: int
+    needs_review: list = field(default_factory=list)  # payments Stripe's figures contradict
+    days: list = field(default_factory=list)  # RevenueDay, newest first
+
+
+@dataclass(frozen=True)
+class RevenueDay:
+    day: date
+    received_cents: int
+    refunded_cents: int
+
+    @property
+    def net_cents(self) -> int:
+        return self.received_cents - self.refunded_cents
 
 
 def overview(now: datetime | None = None) -> Overview:
@@ -79,6 +90,43 @@ def overview(now: datetime | None = None) -> Overview:
         queue_depth=_count(StripeEvent, StripeEvent.status.in_(PENDING_STATUSES)),
         oldest_unprocessed_seconds=_oldest_unprocessed_seconds(now),
         past_due_subscriptions=_count(Subscription, Subscription.status == "past_due"),
+        needs_review=_needs_review(),
+        days=revenue_by_day(month_ago),
+    )
+
+
+def revenue_by_day(since: datetime) -> list[RevenueDay]:
+    """Money received (every payment's actual amount) and refunded, per UTC day, newest first."""
+    from billing_site.account.services import _as_date, _utc_day
+
+    paid_day = _utc_day(Order.paid_at)
+    received = db.session.execute(
+        select(paid_day, func.sum(Order.amount_cents))
+        .where(Order.status.in_(PAID_ORDER_STATUSES), Order.paid_at >= since)
+        .group_by(paid_day)
+    ).all()
+    refund_day = _utc_day(Refund.updated_at)
+    refunded = db.session.execute(
+        select(refund_day, func.sum(Refund.amount_cents))
+        .where(Refund.status == "succeeded", Refund.updated_at >= since)
+        .group_by(refund_day)
+    ).all()
+    days: dict[date, list[int]] = {}
+    for day, cents in received:
+        days.setdefault(_as_date(day), [0, 0])[0] = int(cents or 0)
+    for day, cents in refunded:
+        days.setdefault(_as_date(day), [0, 0])[1] = int(cents or 0)
+    return [RevenueDay(day, *days[day]) for day in sorted(days, reverse=True)]
+
+
+def _needs_review(limit: int = 20) -> list[Order]:
+    return list(
+        db.session.execute(
+            select(Order)
+            .where(Order.status == "needs_review")
+            .order_by(Order.id.desc())
+            .limit(limit)
+        ).scalars()
     )
 
 
@@ -164,7 +212,7 @@ FILTER_LAST_DATE = date(9998, 12, 31)
 
 
 def search_orders(filters: OrderFilters, page: int):
-    """Orders matching an email, an order id or any Stripe id, newest first."""
+    """Payments matching an email, a site id (order or user) or any Stripe id, newest first."""
     return db.paginate(orders_query(filters), page=page, per_page=PER_PAGE, error_out=False)
 
 
@@ -192,10 +240,15 @@ def _order_matches(query: str):
         Order.payment_intent_id == query,
         Order.charge_id == query,
         Order.stripe_subscription_id == query,
+        Order.stripe_invoice_id == query,
+        Order.stripe_customer_id == query,
+        User.stripe_customer_id == query,
         Order.id.in_(select(Refund.order_id).where(Refund.stripe_refund_id == query)),
+        Order.id.in_(select(Dispute.order_id).where(Dispute.stripe_dispute_id == query)),
     ]
     if text.isdigit() and len(text) < 10:
-        conditions.append(Order.id == int(text))
+        # A site id: the order's own, or the customer's (all their payments).
+        conditions += [Order.id == int(text), Order.user_id == int(text)]
     return or_(*conditions)
 
 

@@ -23,7 +23,13 @@ from flask_login import current_user, login_required
 from limits import parse
 
 from billing_site import credits, formatting
-from billing_site.account.services import recent_generations, tier_of, touch_month
+from billing_site.account.services import (
+    model_offers,
+    recent_generations,
+    tier_of,
+    touch_month,
+    unlocked_models,
+)
 from billing_site.catalog import current_catalog
 from billing_site.client_identity import address_key, client_key
 from billing_site.errors import error_response
@@ -252,11 +258,13 @@ def _model_choices(balance: int | None) -> list[dict]:
     """Each model, whether the visitor may use it, and what pressing Generate would cost."""
     catalog = current_catalog()
     tier = tier_of(current_user) if current_user.is_authenticated else None
-    allowed = tier.models if tier else catalog.free_tier.models
+    allowed = unlocked_models(current_user) if tier else catalog.free_tier.models
+    offers = model_offers()
     return [
         {
             "model": model,
             "allowed": model.id in allowed,
+            "offers": offers[model.id],
             "summary": _cost_summary(model, tier, balance),
         }
         for model in catalog.models

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from billing_site import credits
-from billing_site.account.services import grant_free_allowance, tier_of
+from billing_site.account.services import grant_free_allowance, tier_of, unlocked_models
 from billing_site.catalog import Model, Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.generate.forms import GenerationInput
@@ -94,7 +94,7 @@ def generate_for_customer(user_id: int, request: GenerationInput) -> GenerationR
     user = db.session.get(User, user_id)
     tier = tier_of(user)
     model = current_catalog().model(request.model)
-    if model.id not in tier.models:
+    if model.id not in unlocked_models(user, tier):  # the plan's, or a pack buyer's
         raise ModelNotInTier(model, tier)
     generation, draws = _reserve(user, tier, model, request.prompt)
     image = _run(generation, draws)

@@ -17,17 +17,34 @@ ORDER_STATUSES = (
     "refunded",
     "partially_refunded",
     "disputed",
+    "needs_review",  # Stripe's amount or currency is not what was expected: nothing granted
 )
+# kind: "pack", "subscription" (a subscription's first payment, via Checkout),
+# "renewal" and "proration" (later invoices of a subscription).
+ORDER_KINDS = ("pack", "subscription", "renewal", "proration")
+
+
+def _expected_default(context) -> int:
+    # An order is created at the price it expects; what Stripe took is booked later.
+    return context.get_current_parameters()["amount_cents"]
 
 
 class Order(db.Model):
+    """One payment: a Checkout Session or a Stripe invoice (the payment record)."""
+
     __tablename__ = "orders"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(20))  # "pack" or "subscription"
+    kind: Mapped[str] = mapped_column(String(20))  # one of ORDER_KINDS
     item_id: Mapped[str] = mapped_column(String(50))  # the pack id or the tier
+    # What Stripe actually took once paid (the expected amount until then).
     amount_cents: Mapped[int]
+    expected_amount_cents: Mapped[int] = mapped_column(BigInteger, default=_expected_default)
+    amount_subtotal_cents: Mapped[int | None] = mapped_column(BigInteger)
+    amount_discount_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_tax_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    promotion_code: Mapped[str | None] = mapped_column(String(255))
     currency: Mapped[str] = mapped_column(String(3))
     credits: Mapped[int]  # for a subscription: the tier's monthly credits (-1 unlimited)
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
@@ -35,6 +52,15 @@ class Order(db.Model):
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
+    receipt_url: Mapped[str | None] = mapped_column(Text)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    description: Mapped[str | None] = mapped_column(String(255))
+    # What the customer is told about this payment beyond its status.
+    customer_notice: Mapped[str | None] = mapped_column(Text)
     amount_refunded_cents: Mapped[int] = mapped_column(default=0)
     credits_clawed_back: Mapped[int] = mapped_column(default=0)
     failure_reason: Mapped[str | None] = mapped_column(Text)

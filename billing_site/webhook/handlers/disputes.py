@@ -15,4 +15,6 @@ from billing_site.webhook.registry import handles
     "charge.dispute.funds_reinstated",
 )
 def dispute_changed(event: dict) -> str:
-    return disputes.apply_dispute(event["data"]["object"], stripe_event_id=event["id"])
+    return disputes.apply_dispute(
+        event["data"]["object"], stripe_event_id=event["id"], event_created=event.get("created")
+    )

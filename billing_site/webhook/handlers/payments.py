@@ -7,6 +7,7 @@ disputes are matched by) and the reason a payment failed.
 
 from sqlalchemy import select
 
+from billing_site import refunds
 from billing_site.extensions import db
 from billing_site.models import Order
 from billing_site.stripe_gateway import stripe_id
@@ -27,6 +28,18 @@ def payment_succeeded(event: dict) -> str:
     order.charge_id = charge_id
     order.payment_intent_id = order.payment_intent_id or intent["id"]
     return "recorded: charge id"
+
+
+@handles("charge.succeeded")
+def charge_succeeded(event: dict) -> str:
+    """The charge's id and Stripe's receipt link, for the payment it belongs to."""
+    charge = event["data"]["object"]
+    order = refunds.lock_order_for_payment(charge.get("payment_intent"), charge.get("id"))
+    if order is None:
+        return "unknown_order"
+    order.charge_id = order.charge_id or charge.get("id")
+    order.receipt_url = charge.get("receipt_url") or order.receipt_url
+    return "recorded: charge and receipt"
 
 
 @handles("payment_intent.payment_failed")
