@@ -87,7 +87,7 @@ def install_edge_rules(app: Flask) -> None:
 def serve_anonymous_pricing_from_memory(app: Flask) -> None:
     from billing_site.pricing.page_cache import cache_anonymous_page
 
-    cache_anonymous_page(app, "pricing.index")
+    cache_anonymous_page(app, "pricing.index", "pricing.home")
 
 
 def register_extensions(app: Flask) -> None:
@@ -166,15 +166,18 @@ def register_commands(app: Flask) -> None:
 def register_template_context(app: Flask) -> None:
     from flask_login import current_user
 
-    from billing_site import credits
+    from billing_site import formatting
+    from billing_site.account.services import nav_badge
+
+    formatting.register(app)
 
     @app.context_processor
     def layout_context():
-        balance = (
-            credits.current_balance(current_user.id) if current_user.is_authenticated else None
-        )
+        badge = nav_badge(current_user) if current_user.is_authenticated else {}
         return {
-            "nav_balance": balance,
+            "nav_balance": badge.get("balance"),
+            "nav_unlimited": badge.get("unlimited", False),
+            "nav_shows_badge": badge.get("shown", False),
             "oob": False,
             "stripe_is_local": app.extensions["stripe_gateway"].is_local,
         }

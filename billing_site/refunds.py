@@ -23,7 +23,7 @@ from datetime import timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from billing_site import audit, credits
+from billing_site import audit, credits, formatting
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Order, Refund, utcnow
 from billing_site.notifications import hooks as notify
@@ -105,8 +105,7 @@ def settled_status(amount_cents: int, amount_refunded_cents: int) -> str:
 
 
 def format_cents(cents: int) -> str:
-    sign = "-" if cents < 0 else ""
-    return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+    return formatting.money(cents)
 
 
 # --- reading ------------------------------------------------------------------------

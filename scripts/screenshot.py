@@ -1,4 +1,4 @@
-"""Take docs/screenshot.png of the pricing page (run: .venv/bin/python -m scripts.screenshot).
+"""Take docs/screenshot.png of the home page (run: .venv/bin/python -m scripts.screenshot).
 
 Serves the app on a throwaway SQLite file and photographs it with Debian's
 headless Chromium, the same way the browser tests do.
@@ -29,7 +29,7 @@ def main() -> None:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.goto(f"http://127.0.0.1:{server.server_port}/pricing")
+                page.goto(f"http://127.0.0.1:{server.server_port}/")
                 page.screenshot(path=str(OUTPUT), full_page=True)
                 browser.close()
         finally:

@@ -8,3 +8,13 @@ document.addEventListener("htmx:beforeSwap", function (event) {
     event.detail.isError = false;
   }
 });
+
+// The generator shows what the chosen model costs and the balance after it, before
+// Generate is pressed; each model's radio carries that sentence (drawn by the server).
+document.addEventListener("change", function (event) {
+  var input = event.target;
+  var summary = document.getElementById("cost-summary");
+  if (input.name === "model" && summary && input.dataset.summary) {
+    summary.textContent = input.dataset.summary;
+  }
+});

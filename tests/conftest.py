@@ -270,3 +270,38 @@ def base_url():
     pytest 9 warns about (and filterwarnings = error would turn into an error).
     """
     return None
+
+
+class ConsoleErrors:
+    """Every console error and uncaught exception a page logged during a test.
+
+    A browser test fails on any of them (a CSP violation after an HTMX swap, a
+    script error, a 5xx), except the line Chromium logs for every 4xx answer: the
+    site answers 402/403/422/429 on purpose (HTMX swaps them in) and the tests
+    assert what those pages say.
+    """
+
+    CLIENT_ERROR = re.compile(
+        r"^Failed to load resource: the server responded with a status of 4\d\d"
+    )
+
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def collect(self, message) -> None:
+        if message.type == "error" and not self.CLIENT_ERROR.match(message.text):
+            self.errors.append(f"{message.text} ({message.location.get('url', '')})")
+
+
+@pytest.fixture
+def console_errors():
+    return ConsoleErrors()
+
+
+@pytest.fixture
+def page(page, console_errors):
+    """pytest-playwright's page, failing the test on any console error it logs."""
+    page.on("console", console_errors.collect)
+    page.on("pageerror", lambda error: console_errors.errors.append(f"uncaught: {error}"))
+    yield page
+    assert console_errors.errors == [], "the browser console logged errors"

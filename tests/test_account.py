@@ -38,7 +38,7 @@ def test_free_customer_sees_ten_monthly_credits_expiring_at_month_end(app, clien
     month_end = next_month_start(utcnow())
     assert '<span class="balance-number">10</span>' in html
     assert "Free monthly" in html and "10 / 10" in html
-    assert f"Next expiry: {month_end:%-d %B %Y}" in html
+    assert f"Next expiry: {month_end:%-d %b %Y}" in html  # one date style: "1 Feb 2027"
     with app.app_context():
         [lot] = db.session.query(CreditLot).filter_by(user_id=user_id).all()
         assert (lot.source, lot.credits_granted, lot.expires_at) == ("free", 10, month_end)
@@ -240,7 +240,7 @@ def test_orders_show_status_pills_and_receipt_links(app, client):
     assert f'href="/account/orders/{ids[2]}/receipt"' not in html
 
     receipt = client.get(f"/account/orders/{ids[1]}/receipt").get_data(as_text=True)
-    assert "Starter Pack" in receipt
+    assert "Starter Pack" in receipt  # as the catalog spells it
     assert "$5.00" in receipt and "Refunded" in receipt and "$2.00" in receipt
 
 

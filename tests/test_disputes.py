@@ -93,7 +93,7 @@ def test_the_disputes_page_lists_status_amount_and_deadline(app, client):
     assert f'href="/admin/orders/{order_id}"' in html
     assert "needs response" in html
     assert "$20.00" in html
-    assert "2030-01-01 00:00 UTC" in html
+    assert "1 Jan 2030, 00:00 UTC" in html
     order_page = admin.get(f"/admin/orders/{order_id}").get_data(as_text=True)
     assert "dp_test_1" in order_page
     overview = admin.get("/admin/").get_data(as_text=True)

@@ -165,7 +165,7 @@ def test_the_dashboard_shows_the_swept_generation_as_failed_and_the_credits_retu
     html = client.get("/account").get_data(as_text=True)
 
     assert 'class="pill pill-failed">failed<' in html
-    assert 'Compensate <span class="muted">· generation did not finish; credits returned' in html
+    assert "Credits returned — the generation failed" in html  # in the customer's words
 
 
 def test_running_the_sweep_twice_refunds_once(app, client, runner):

@@ -102,7 +102,9 @@ def test_pricing_page_shows_each_tier(pricing_html, tier, price, credits, models
 
 def test_paid_tiers_subscribe_and_the_free_tier_comes_with_an_account(customer_pricing_html):
     free = card(customer_pricing_html, "tier-free")
-    assert "Included when you sign up" in free
+    # The customer has signed up: the free tier is their plan, not a promise.
+    assert "Current plan" in free
+    assert "Included when you sign up" not in free
     assert "<form" not in free
     for tier in ("basic", "premium"):
         html = card(customer_pricing_html, f"tier-{tier}")
@@ -233,10 +235,17 @@ def test_tier_features_are_listed(pricing_html):
     assert "<li>HD and Pro models</li>" in card(pricing_html, "tier-premium")
 
 
-def test_home_page_is_the_pricing_page(client, pricing_html):
-    home = client.get("/")
-    assert home.status_code == 200
-    assert card(home.get_data(as_text=True), "pack-pro") == card(pricing_html, "pack-pro")
+def test_home_page_is_a_landing_page_and_pricing_stays_the_full_pricing_page(client, pricing_html):
+    home = client.get("/").get_data(as_text=True)
+
+    assert "<title>AI images from a sentence · Pixel Forge</title>" in home
+    assert home.count('<img src="data:image/svg+xml;base64,') == 3  # the example generations
+    for tier in ("free", "basic", "premium"):
+        assert f'id="plan-{tier}"' in home
+    assert 'href="/auth/signup"' in home and 'href="/pricing"' in home
+    assert "pack-pro" not in home
+    assert "<title>Pricing · Pixel Forge</title>" in pricing_html
+    assert card(pricing_html, "pack-pro")
 
 
 # --- JSON ----------------------------------------------------------------------------

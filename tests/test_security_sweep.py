@@ -46,6 +46,7 @@ ACCESS = {
     "metrics.scrape": PUBLIC,  # open in development; token or network in production
     "email_preferences.": CUSTOMER,
     "generate.": PUBLIC,  # visitors get free tries
+    "generate.download": CUSTOMER,  # a customer's own image, as a file
     "checkout.cancel": PUBLIC,  # Stripe sends whoever cancels back here
     "checkout.": CUSTOMER,
     "account.": CUSTOMER,

@@ -41,7 +41,7 @@ def test_pricing_page_renders_in_the_layout(client):
     response = client.get("/pricing")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
-    assert 'class="brand" href="/pricing">Pixel Forge</a>' in html
+    assert 'class="brand" href="/">Pixel Forge</a>' in html  # the brand leads home
     assert "/static/site.css" in html
     assert "/static/htmx.min.js" in html
 

@@ -21,6 +21,12 @@ from billing_site.htmx import render_page_or_fragment
 bp = Blueprint("account", __name__)
 
 
+@bp.app_context_processor
+def plan_card_context() -> dict:
+    # The plan card is included by several pages; it says when a failed payment is due.
+    return {"update_card_by": services.update_card_by}
+
+
 @bp.get("/account")
 @login_required
 def dashboard():

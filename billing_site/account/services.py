@@ -6,14 +6,14 @@ customer pay for"; other blueprints import them from here.
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import Date, bindparam, cast, event, func, or_, select
 from sqlalchemy.orm import Session
 
-from billing_site import books, credits
+from billing_site import books, credits, formatting
 from billing_site.catalog import Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.models import (
@@ -187,6 +187,30 @@ def touch_month(user: User) -> None:
         db.session.commit()
 
 
+# --- the balance in the header --------------------------------------------------------
+
+# Stripe's default Smart Retries try a failed renewal for up to two weeks before
+# the subscription is cancelled: the date a past-due customer must act by.
+PAST_DUE_GRACE = timedelta(days=14)
+
+
+def nav_badge(user: User) -> dict:
+    """What the header's credits badge shows: a balance, "Unlimited", or nothing.
+
+    An admin who is not a customer (no credits, no plan, never paid) gets no badge.
+    """
+    balance = credits.current_balance(user.id)
+    unlimited = tier_of(user).is_unlimited
+    shown = not (user.is_admin and balance == 0 and not unlimited and not user.stripe_customer_id)
+    return {"balance": balance, "unlimited": unlimited and balance >= 0, "shown": shown}
+
+
+def update_card_by(subscription: Subscription) -> datetime | None:
+    """The day a past-due subscription's payment must be fixed by, before Stripe gives up."""
+    start = subscription.current_period_start or subscription.updated_at
+    return start + PAST_DUE_GRACE if start else None
+
+
 # --- the dashboard ---------------------------------------------------------------------
 
 
@@ -279,16 +303,22 @@ class ChartBar:
     x: int
     y: int
     height: int
+    label: str = ""  # the day of the month under the bar ("today" under today), or nothing
 
 
 @dataclass(frozen=True)
 class UsageChart:
     bars: list[ChartBar]
-    width: int
+    width: int  # of the plotting area, every day of the period included
     height: int
     bar_width: int
     peak: int
     total: int
+    ticks: list[tuple[int, int]] = field(default_factory=list)  # (count, y) up the side
+
+    @property
+    def top(self) -> int:
+        return self.ticks[-1][0] if self.ticks else 0
 
 
 CHART_HEIGHT = 120
@@ -312,7 +342,11 @@ def usage_chart(user: User, period: Period, now: datetime | None = None) -> Usag
     )
     per_day = {_as_date(value): count for value, count in rows}
     days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
-    return layout_chart([(day, per_day.get(day, 0)) for day in days])
+    # The frame spans the whole period, so the first day of a month is one slot of
+    # thirty, not a bar stretched across the card.
+    period_days = (period.end - timedelta(microseconds=1)).date() - first_day
+    slots = min(CHART_MAX_DAYS, period_days.days + 1)
+    return layout_chart([(day, per_day.get(day, 0)) for day in days], slots=slots, today=now.date())
 
 
 _DAILY_COUNTS = {}  # dialect name -> statement
@@ -347,9 +381,12 @@ def _as_date(value) -> date:
     return value if isinstance(value, date) else date.fromisoformat(value)
 
 
-def layout_chart(counts: list[tuple[date, int]]) -> UsageChart:
-    """Pure: place one bar per day, scaled to the busiest day."""
+def layout_chart(
+    counts: list[tuple[date, int]], slots: int = 0, today: date | None = None
+) -> UsageChart:
+    """Pure: place one bar per day, scaled to the busiest day, with labels for the axes."""
     peak = max((count for _, count in counts), default=0)
+    top = max(peak, 1)
     bars = []
     for index, (day, count) in enumerate(counts):
         height = round(CHART_HEIGHT * count / peak) if peak else 0
@@ -360,11 +397,24 @@ def layout_chart(counts: list[tuple[date, int]]) -> UsageChart:
                 x=index * (CHART_BAR_WIDTH + CHART_GAP),
                 y=CHART_HEIGHT - height,
                 height=height,
+                label=_day_label(day, index, today),
             )
         )
-    width = max(1, len(counts) * (CHART_BAR_WIDTH + CHART_GAP))
+    width = max(1, max(slots, len(counts)) * (CHART_BAR_WIDTH + CHART_GAP))
     total = sum(count for _, count in counts)
-    return UsageChart(bars, width, CHART_HEIGHT, CHART_BAR_WIDTH, peak, total)
+    values = sorted({0, top // 2, top}) if top >= 4 else sorted({0, top})
+    scale = peak or top
+    ticks = [(value, CHART_HEIGHT - round(CHART_HEIGHT * value / scale)) for value in values]
+    return UsageChart(bars, width, CHART_HEIGHT, CHART_BAR_WIDTH, peak, total, ticks)
+
+
+def _day_label(day: date, index: int, today: date | None) -> str:
+    if day == today:
+        return "today"
+    # Every seventh day and the first, so labels never crowd "today".
+    if today is not None and 0 < (today - day).days < 3:
+        return ""
+    return str(day.day) if index == 0 or day.day % 7 == 1 else ""
 
 
 _LEDGER_NEWEST = (
@@ -381,6 +431,65 @@ LEDGER_AT_OFFSET = _LEDGER_NEWEST.offset(bindparam("offset"))
 class LedgerPage:
     entries: list[LedgerEntry]
     next_before: int | None  # the cursor for "load more", None on the last page
+    descriptions: dict[int, str] = field(default_factory=dict)  # entry id → customer's words
+
+    def describe(self, entry: LedgerEntry) -> str:
+        return self.descriptions.get(entry.id) or formatting.ledger_description(
+            entry.kind, entry.reference
+        )
+
+
+def describe_entries(entries: list[LedgerEntry]) -> dict[int, str]:
+    """Each entry in the customer's words, from its lot, order and generation.
+
+    Three queries for the whole page, not three per row. The admin's notes and
+    the internal references are never part of the answer.
+    """
+    lot_ids = {entry.lot_id for entry in entries if entry.lot_id}
+    order_ids = {entry.order_id for entry in entries if entry.order_id}
+    generation_ids = {
+        int(ref) for entry in entries if (ref := _reference_id(entry, "generation")) is not None
+    }
+    lots = _by_id(CreditLot, lot_ids)
+    order_ids |= {lot.order_id for lot in lots.values() if lot.order_id}
+    orders = _by_id(Order, order_ids)
+    generations = _by_id(Generation, generation_ids)
+    descriptions = {}
+    for entry in entries:
+        lot = lots.get(entry.lot_id)
+        order = orders.get(entry.order_id or (lot.order_id if lot else None))
+        generation = generations.get(_reference_id(entry, "generation"))
+        descriptions[entry.id] = formatting.ledger_description(
+            entry.kind,
+            entry.reference,
+            lot_source=lot.source if lot else None,
+            model=generation.model if generation else None,
+            product=_product(entry, lot, order),
+        )
+    return descriptions
+
+
+def _product(entry: LedgerEntry, lot: CreditLot | None, order: Order | None) -> str | None:
+    if order is not None:
+        return formatting.product_name(order.kind, order.item_id)
+    if lot is not None and lot.source == "monthly" and entry.note:
+        # The monthly lot names its tier only in the note it was granted with.
+        tier = next((t for t in current_catalog().tiers if entry.note.startswith(t.name)), None)
+        return f"{tier.name} plan" if tier else None
+    return None
+
+
+def _reference_id(entry: LedgerEntry, noun: str) -> int | None:
+    prefix, _, value = (entry.reference or "").partition(":")
+    return int(value) if prefix == noun and value.isdigit() else None
+
+
+def _by_id(model, ids: set[int]) -> dict:
+    if not ids:
+        return {}
+    return {
+        row.id: row for row in db.session.execute(select(model).where(model.id.in_(ids))).scalars()
+    }
 
 
 def ledger_page(user_id: int, before: int | None = None, page: int = 1) -> LedgerPage:
@@ -398,7 +507,7 @@ def ledger_page(user_id: int, before: int | None = None, page: int = 1) -> Ledge
     rows = list(db.session.execute(statement, params).scalars())
     entries = rows[:LEDGER_PAGE_SIZE]
     has_more = len(rows) > LEDGER_PAGE_SIZE
-    return LedgerPage(entries, entries[-1].id if has_more else None)
+    return LedgerPage(entries, entries[-1].id if has_more else None, describe_entries(entries))
 
 
 @dataclass(frozen=True)

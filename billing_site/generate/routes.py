@@ -16,19 +16,28 @@ so the cap keeps holding per process instead of vanishing.
 """
 
 import time
+from datetime import UTC, datetime
 
-from flask import Blueprint, current_app, jsonify, make_response, request, url_for
-from flask_login import current_user
+from flask import Blueprint, abort, current_app, jsonify, make_response, request, url_for
+from flask_login import current_user, login_required
 from limits import parse
 
-from billing_site.account.services import model_offers, tier_of, touch_month, unlocked_models
+from billing_site import credits, formatting
+from billing_site.account.services import (
+    model_offers,
+    recent_generations,
+    tier_of,
+    touch_month,
+    unlocked_models,
+)
 from billing_site.catalog import current_catalog
 from billing_site.client_identity import address_key, client_key
 from billing_site.errors import error_response
-from billing_site.extensions import limiter
+from billing_site.extensions import db, limiter
 from billing_site.generate import services
 from billing_site.generate.forms import PROMPT_MAX_LENGTH, GenerationInput, validate_generation
 from billing_site.htmx import render_page_or_fragment
+from billing_site.models import Generation
 
 bp = Blueprint("generate", __name__)
 
@@ -77,8 +86,9 @@ def cap_reached(limit) -> object:
     # Computed as Flask-Limiter computes the Retry-After header, so the two agree.
     retry_after = max(0, int(limit.reset_at - time.time()))
     message = (
-        f"You've used your {limit.limit.amount} free generations today; "
-        f"sign up for {current_catalog().free_tier.credits_per_month} free credits a month."
+        f"You've used your {limit.limit.amount} free generations today. "
+        f"You can try again {_when(limit.reset_at)}, or sign up for "
+        f"{current_catalog().free_tier.credits_per_month} free credits a month."
     )
     if request.path.startswith(API_PREFIX):
         body = {
@@ -92,6 +102,13 @@ def cap_reached(limit) -> object:
         return _json(body, 429)
     notice = {"kind": "cap", "message": message, "link": url_for("auth.signup")}
     return _render(429, notice=notice, tries_left=0, **_submitted())
+
+
+def _when(reset_at: float) -> str:
+    """When the window reopens, in the site's time (UTC): "at 14:05 UTC" or "tomorrow at …"."""
+    moment = datetime.fromtimestamp(reset_at, UTC)
+    day = "" if moment.date() == datetime.now(UTC).date() else "tomorrow "
+    return f"{day}at {formatting.time(moment)} UTC"
 
 
 def fair_use_reached(limit) -> object:
@@ -144,15 +161,21 @@ fair_use = limiter.shared_limit(
 )
 
 
-def free_tries_left() -> int | None:
-    """How many anonymous generations this visitor has left today (None if unknown)."""
+def free_tries() -> tuple[int | None, float | None]:
+    """This visitor's anonymous generations left today and when more open (None if unknown)."""
     item = parse(anonymous_limit())
     prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
     args = [prefix, client_key(), ANONYMOUS_SCOPE] if prefix else [client_key(), ANONYMOUS_SCOPE]
     try:
-        return limiter.limiter.get_window_stats(item, *args).remaining
+        stats = limiter.limiter.get_window_stats(item, *args)
     except Exception:  # the storage is down: the page still renders, without the count
-        return None
+        return None, None
+    return stats.remaining, stats.reset_time
+
+
+def free_tries_left() -> int | None:
+    """This visitor's anonymous generations left today (None when the storage is down)."""
+    return free_tries()[0]
 
 
 @bp.errorhandler(429)
@@ -206,32 +229,77 @@ def _render(status: int, **context):
     context.setdefault("prompt", "")
     context.setdefault("model", "")
     context.setdefault("errors", {})
-    if "tries_left" not in context and not current_user.is_authenticated:
-        context["tries_left"] = free_tries_left()
+    if not current_user.is_authenticated:
+        tries_left, reset_at = free_tries()
+        context.setdefault("tries_left", tries_left)
+        if context["tries_left"] == 0 and reset_at:
+            context["tries_reset"] = _when(reset_at)
     result = context.get("result")
     if result is not None and result.balance is not None:
         context["nav_balance"] = result.balance  # the badge shows the balance after spending
+    balance = _balance(result)
     return render_page_or_fragment(
         "generate/page.html",
         "generate/_response.html",
         status,
-        models=_model_choices(),
+        models=_model_choices(balance),
+        balance=balance,
+        gallery=recent_generations(current_user.id) if current_user.is_authenticated else [],
         prompt_max_length=PROMPT_MAX_LENGTH,
         daily_limit=current_app.config["ANONYMOUS_DAILY_LIMIT"],
         **context,
     )
 
 
-def _model_choices() -> list[dict]:
+def _balance(result) -> int | None:
+    if not current_user.is_authenticated:
+        return None
+    if result is not None and result.balance is not None:
+        return result.balance
+    return credits.current_balance(current_user.id)
+
+
+def _model_choices(balance: int | None) -> list[dict]:
+    """Each model, whether the visitor may use it, and what pressing Generate would cost."""
     catalog = current_catalog()
-    allowed = (
-        unlocked_models(current_user) if current_user.is_authenticated else catalog.free_tier.models
-    )
+    tier = tier_of(current_user) if current_user.is_authenticated else None
+    allowed = unlocked_models(current_user) if tier else catalog.free_tier.models
     offers = model_offers()
     return [
-        {"model": model, "allowed": model.id in allowed, "offers": offers[model.id]}
+        {
+            "model": model,
+            "allowed": model.id in allowed,
+            "offers": offers[model.id],
+            "summary": _cost_summary(model, tier, balance),
+        }
         for model in catalog.models
     ]
+
+
+def _cost_summary(model, tier, balance: int | None) -> str:
+    if tier is None:
+        return f"{model.name}: a free try, no credits needed."
+    if tier.is_unlimited:
+        return f"{model.name}: included in your {tier.name} plan."
+    after = balance - model.cost
+    if after < 0:
+        return f"{model.name} costs {formatting.credits(model.cost)}; you have {balance}."
+    return f"{model.name} costs {formatting.credits(model.cost)}: balance after {after}."
+
+
+@bp.get("/generate/<int:generation_id>/image.svg")
+@login_required
+def download(generation_id: int):
+    """The customer's own image as a file to keep (anyone else's is a 404)."""
+    generation = db.session.get(Generation, generation_id)
+    if generation is None or generation.user_id != current_user.id or not generation.result:
+        abort(404)
+    response = make_response(generation.result)
+    response.headers["Content-Type"] = "image/svg+xml"
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="pixel-forge-{generation.id}.svg"'
+    )
+    return response
 
 
 # --- shared with the API (billing_site/api/generations.py) ------------------------

@@ -83,7 +83,7 @@ class AnonymousPageCache:
         )
 
 
-def cache_anonymous_page(app: Flask, endpoint: str = "pricing.index") -> None:
-    """Serve `endpoint`'s paths to visitors without cookies from memory (see the module doc)."""
-    paths = [rule.rule for rule in app.url_map.iter_rules(endpoint)]
+def cache_anonymous_page(app: Flask, *endpoints: str) -> None:
+    """Serve the endpoints' paths to visitors without cookies from memory (see the module doc)."""
+    paths = [rule.rule for endpoint in endpoints for rule in app.url_map.iter_rules(endpoint)]
     app.wsgi_app = AnonymousPageCache(app.wsgi_app, paths)
