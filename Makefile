@@ -32,7 +32,7 @@ run: $(VENV)/.installed
 
 ## The whole suite, on throwaway PostgreSQL, Redis and headless Chromium
 test: $(VENV)/.dev-installed
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n auto $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

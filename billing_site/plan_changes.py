@@ -32,7 +32,7 @@ from sqlalchemy import select
 from billing_site import credits, stripe_catalog
 from billing_site.catalog import Tier, current_catalog
 from billing_site.extensions import db
-from billing_site.models import LIVE_SUBSCRIPTION_STATUSES, Subscription, User
+from billing_site.models import Subscription, User
 from billing_site.stripe_gateway import GatewayError, current_gateway, stripe_id
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,11 @@ class UpgradePreview:
 
 
 def live_subscription(user: User) -> Subscription | None:
-    return db.session.execute(
-        select(Subscription)
-        .where(Subscription.user_id == user.id, Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
-        .order_by(Subscription.current_period_end.desc().nulls_last(), Subscription.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    # The account page's own reader, cached per transaction: the page asks for
+    # the plan card, the badge and the plan choices in one view.
+    from billing_site.account.services import current_subscription
+
+    return current_subscription(user)
 
 
 def label_for(tier: Tier, current: Tier | None) -> str:

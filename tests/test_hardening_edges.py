@@ -16,6 +16,7 @@ from billing_site import stripe_contract
 from billing_site.config import ConfigError, finalize_config
 from billing_site.models import SiteSetting
 from billing_site.stripe_gateway import STRIPE_API_VERSION
+from tests.catalog_prices import STRIPE_PRICE_IDS
 from tests.conftest import csrf_token_from
 from tests.factories import log_in, make_paid_order, make_user
 from tests.stripe_events import make_event, signature_for, stripe_object
@@ -125,7 +126,9 @@ def stripe_api():
 
 
 def test_stripe_requests_pin_the_version_and_scope_keys_to_the_installation(make_app, stripe_api):
-    app = make_app(STRIPE_SECRET_KEY="sk_test_123", INSTALLATION_ID="")
+    app = make_app(
+        STRIPE_SECRET_KEY="sk_test_123", INSTALLATION_ID="", STRIPE_PRICE_IDS=STRIPE_PRICE_IDS
+    )
     stripe_api.post(f"{API}/customers", json=stripe_object("customer", id="cus_new"))
     stripe_api.post(f"{API}/checkout/sessions", json=stripe_object("checkout_session"))
     client = app.test_client()

@@ -127,7 +127,7 @@ def test_a_generation_locks_the_user_once_in_two_transactions_and_answers_the_ro
 
     assert answer.status_code == 201
     body = answer.get_json()
-    assert body["balance"] == balance_in_database(app, user_id) == 5 - 1 - 2
+    assert body["balance_after"] == balance_in_database(app, user_id) == 5 - 1 - 2
     assert len(sql.matching("SELECT users.", "FOR UPDATE")) == 1
     assert len(sql.matching("SELECT subscriptions.")) == 1
     # The reserve and the finish; the answer needs no transaction of its own.
@@ -151,8 +151,8 @@ def test_the_balance_answered_is_the_balance_after_each_generation(app, client):
     balances = []
     for prompt in ("one", "two", "three"):
         answer = post_json(client, "/api/v1/generations", {"prompt": prompt, "model": "standard"})
-        balances.append((answer.status_code, answer.get_json()["balance"]))
-        assert answer.get_json()["balance"] == balance_in_database(app, user_id)
+        balances.append((answer.status_code, answer.get_json()["balance_after"]))
+        assert answer.get_json()["balance_after"] == balance_in_database(app, user_id)
     # The free tier's monthly credits arrive with the first generation of the month.
     free = balances[0][1] + 1 - 3
     assert balances == [(201, 3 + free - 1), (201, 3 + free - 2), (201, 3 + free - 3)]

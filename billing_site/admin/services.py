@@ -99,13 +99,14 @@ def revenue_by_day(since: datetime) -> list[RevenueDay]:
     """Money received (every payment's actual amount) and refunded, per UTC day, newest first."""
     from billing_site.account.services import _as_date, _utc_day
 
-    paid_day = _utc_day(Order.paid_at)
+    dialect = db.session.get_bind().dialect.name
+    paid_day = _utc_day(Order.paid_at, dialect)
     received = db.session.execute(
         select(paid_day, func.sum(Order.amount_cents))
         .where(Order.status.in_(PAID_ORDER_STATUSES), Order.paid_at >= since)
         .group_by(paid_day)
     ).all()
-    refund_day = _utc_day(Refund.updated_at)
+    refund_day = _utc_day(Refund.updated_at, dialect)
     refunded = db.session.execute(
         select(refund_day, func.sum(Refund.amount_cents))
         .where(Refund.status == "succeeded", Refund.updated_at >= since)

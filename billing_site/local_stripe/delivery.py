@@ -4,6 +4,7 @@ import json
 import logging
 import threading
 
+import sqlalchemy
 from flask import after_this_request, current_app, has_request_context
 
 from billing_site.config import webhook_secrets
@@ -36,7 +37,7 @@ class DeliveryMixin:
         app = current_app._get_current_object()
         fail_first = self._take_fail_next()
         if not has_request_context():
-            _post_events(app, events, fail_first)
+            _post_after_transaction(app, events, fail_first)
             return
 
         # Inside a request: after the view returns (and has committed), so a
@@ -45,6 +46,31 @@ class DeliveryMixin:
         def deliver_after_view(response):
             _post_events(app, events, fail_first)
             return response
+
+
+def _post_after_transaction(app, events: list[dict], fail_first: bool) -> None:
+    """Post now, or once the caller's transaction ends if one is open (a worker's handler).
+
+    A handler that calls the stand-in (a refund, a cancel) holds row locks until it
+    commits; the events must not be applied before then, or they would wait on
+    those locks while the handler waits for them. Stripe sends them either way,
+    so a rollback delivers them too.
+    """
+    from billing_site.extensions import db
+
+    session = db.session()
+    if not session.in_transaction():
+        _post_events(app, events, fail_first)
+        return
+    root = session.get_transaction()
+
+    def post_when_root_ends(_session, transaction):
+        # Savepoints (the notifications' begin_nested) end first; wait for the root.
+        if transaction is root:
+            sqlalchemy.event.remove(session, "after_transaction_end", post_when_root_ends)
+            _post_events(app, events, fail_first)
+
+    sqlalchemy.event.listen(session, "after_transaction_end", post_when_root_ends)
 
 
 def _post_events(app, events: list[dict], fail_first: bool = False) -> list[int]:
