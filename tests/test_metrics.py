@@ -158,7 +158,12 @@ def test_metrics_count_a_generation_a_402_and_a_webhook_event_across_two_gunicor
     order = make_order(make_user(), "pro")
     event = make_event("checkout.session.completed", checkout_session(order))
 
-    with gunicorn_server.serve(database_url, redis_server.url, tmp_path, workers=2) as site:
+    # One thread per worker, so parallel requests spread over both processes
+    # (with gthread's 8 threads one process may answer them all).
+    one_thread = {"GUNICORN_CMD_ARGS": "--threads 1"}
+    with gunicorn_server.serve(
+        database_url, redis_server.url, tmp_path, workers=2, env=one_thread
+    ) as site:
         # Enough parallel requests that both workers answer some.
         for _ in range(10):
             threads = [
@@ -227,7 +232,7 @@ def test_metrics_count_a_generation_a_402_and_a_webhook_event_across_two_gunicor
                 delta(
                     "billing_http_requests_total",
                     method="POST",
-                    endpoint="generate.api_create",
+                    endpoint="api.create_generation",
                     status="402",
                 )
                 == 1
