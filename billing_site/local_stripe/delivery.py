@@ -59,15 +59,17 @@ def _post_after_transaction(app, events: list[dict], fail_first: bool) -> None:
     from billing_site.extensions import db
 
     session = db.session()
-    if not session.in_transaction():
+    if not (session.info.get("applying_event") and session.in_transaction()):
         _post_events(app, events, fail_first)
         return
     root = session.get_transaction()
+    sent = []
 
     def post_when_root_ends(_session, transaction):
         # Savepoints (the notifications' begin_nested) end first; wait for the root.
-        if transaction is root:
-            sqlalchemy.event.remove(session, "after_transaction_end", post_when_root_ends)
+        # (A listener must not remove itself while SQLAlchemy iterates the listeners.)
+        if transaction is root and not sent:
+            sent.append(True)
             _post_events(app, events, fail_first)
 
     sqlalchemy.event.listen(session, "after_transaction_end", post_when_root_ends)

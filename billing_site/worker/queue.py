@@ -52,9 +52,13 @@ def apply_next(
         return None
     if on_claim:
         on_claim(stored.id)
+    # Lets the local stand-in hold back the events a handler's Stripe calls cause
+    # until this transaction (and its row locks) ends.
+    db.session.info["applying_event"] = True
     try:
         return services.apply_and_commit(stored)
     finally:
+        db.session.info.pop("applying_event", None)
         if on_claim:
             on_claim(None)
 
