@@ -30,6 +30,7 @@ from flask import session
 from sqlalchemy import select
 
 from billing_site import credits, stripe_catalog
+from billing_site.account.services import current_subscription
 from billing_site.catalog import Tier, current_catalog
 from billing_site.extensions import db
 from billing_site.models import Subscription, User
@@ -88,14 +89,6 @@ class UpgradePreview:
 # --- what the pages show -----------------------------------------------------------------
 
 
-def live_subscription(user: User) -> Subscription | None:
-    # The account page's own reader, cached per transaction: the page asks for
-    # the plan card, the badge and the plan choices in one view.
-    from billing_site.account.services import current_subscription
-
-    return current_subscription(user)
-
-
 def label_for(tier: Tier, current: Tier | None) -> str:
     """ "Current plan", "Upgrade" (dearer), "Switch" (cheaper), or "Subscribe" (no plan yet)."""
     if current is None:
@@ -108,7 +101,7 @@ def label_for(tier: Tier, current: Tier | None) -> str:
 def plans(user: User) -> Plans:
     """The customer's plan and what each other tier would be to them."""
     catalog = current_catalog()
-    subscription = live_subscription(user)
+    subscription = current_subscription(user)
     current = catalog.tier(subscription.tier) if subscription else None
     choices = [PlanChoice(tier, label_for(tier, current)) for tier in catalog.tiers]
     scheduled = _scheduled(subscription)
@@ -335,7 +328,7 @@ def _clear_schedule(subscription: Subscription) -> None:
 
 
 def _live_or_error(user: User, *, lock: bool = False) -> Subscription:
-    subscription = live_subscription(user)
+    subscription = current_subscription(user)
     if subscription is None:
         raise PlanChangeError("You have no subscription to change. Choose a plan first.")
     if lock:

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, event, select, text
 from billing_site.extensions import db as _db
 from billing_site.models import Generation, User
 from tests import test_failures
-from tests.conftest import post_json
+from tests.conftest import csrf_token_from, post_json
 from tests.factories import logged_in, make_customer
 
 
@@ -68,9 +68,8 @@ def test_account_page_reads_the_subscription_once_and_commits_instead_of_rolling
 
     assert page.status_code == 200
     assert "Basic" in page.get_data(as_text=True)
-    # Once for the page, once more for the header's badge and plan choices after the
-    # merges of issues 10 and 13 (issue 15 item 6 tracks getting back to one).
-    assert len(sql.matching("SELECT subscriptions.")) <= 2
+    # Once, though the plan card, the header's badge and the plan choices all ask.
+    assert len(sql.matching("SELECT subscriptions.")) == 1
     assert not [s for s in sql.statements if not s.startswith("SELECT")]
     # Read-only: committed, so psycopg keeps its prepared statements for the next view.
     assert sql.ends == ["COMMIT"]
@@ -123,20 +122,23 @@ def test_a_generation_locks_the_user_once_in_two_transactions_and_answers_the_ro
     user_id = make_customer(app, balance=5, tier="basic")
     logged_in(client, app, user_id)
     post_json(client, "/api/v1/generations", {"prompt": "warm-up", "model": "standard"})
+    token = csrf_token_from(client.get("/auth/login").get_data(as_text=True))
 
     with recorded(app) as sql:
-        answer = post_json(client, "/api/v1/generations", {"prompt": "a cat", "model": "hd"})
+        answer = client.post(
+            "/api/v1/generations",
+            json={"prompt": "a cat", "model": "hd"},
+            headers={"X-CSRFToken": token},
+        )
 
     assert answer.status_code == 201
     body = answer.get_json()
     assert body["balance_after"] == balance_in_database(app, user_id) == 5 - 1 - 2
     assert len(sql.matching("SELECT users.", "FOR UPDATE")) == 1
-    # At most twice (the API's checks, then the reserve) until issue 15.6 gets it to one.
-    assert len(sql.matching("SELECT subscriptions.")) <= 2
+    # Once, though the limiter's exemption, the tier check and the allowance all ask.
+    assert len(sql.matching("SELECT subscriptions.")) == 1
     # The reserve and the finish; the answer needs no transaction of its own.
-    # (post_json's GET for a CSRF token is read-only and commits too.)
-    generate_ends = sql.ends[-2:]
-    assert generate_ends == ["COMMIT", "COMMIT"]
+    assert sql.ends == ["COMMIT", "COMMIT"]
     assert not sql.matching("SELECT generations.")  # nothing re-read after its commits
     with app.app_context():
         generation = _db.session.get(Generation, body["id"])

@@ -13,9 +13,10 @@ from flask import current_app, url_for
 from sqlalchemy import select
 
 from billing_site import fulfilment, metrics, stripe_catalog
+from billing_site.account.services import current_subscription
 from billing_site.catalog import Pack, Tier, current_catalog
 from billing_site.extensions import db
-from billing_site.models import LIVE_SUBSCRIPTION_STATUSES, Order, Subscription, User
+from billing_site.models import Order, Subscription, User
 from billing_site.stripe_gateway import GatewayError, current_gateway
 
 
@@ -82,7 +83,7 @@ def start_pack_checkout(user: User, pack_id: str) -> CheckoutStart:
 def start_plan_checkout(user: User, tier_id: str) -> CheckoutStart:
     """A subscription Checkout, or the billing portal for someone already subscribed."""
     tier = find_paid_tier(tier_id)
-    subscription = live_subscription(user.id)
+    subscription = current_subscription(user)
     if subscription is not None:
         # One live subscription per customer: changes go through the portal.
         return CheckoutStart(url=open_billing_portal(user, subscription))
@@ -94,15 +95,6 @@ def start_plan_checkout(user: User, tier_id: str) -> CheckoutStart:
         credits=tier.credits_per_month,
     )
     return open_checkout_session(user, order, product_name=f"{tier.name} plan (monthly)")
-
-
-def live_subscription(user_id: int) -> Subscription | None:
-    return db.session.execute(
-        select(Subscription)
-        .where(Subscription.user_id == user_id, Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES))
-        .order_by(Subscription.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
 
 
 def create_order(user: User, *, kind: str, item_id: str, amount: int, credits: int) -> Order:
