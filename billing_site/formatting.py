@@ -36,6 +36,11 @@ def date(value: DateTime | Date | None, empty: str = "—") -> str:
     return f"{value.day} {value:%b %Y}" if value else empty
 
 
+def day_and_month(value: DateTime | Date | None, empty: str = "—") -> str:
+    """A day this year or next, where the year goes without saying: "1 Feb"."""
+    return f"{value.day} {value:%b}" if value else empty
+
+
 def long_date(value: DateTime | Date | None, empty: str = "—") -> str:
     """A day in a sentence: "1 February 2027"."""
     return f"{value.day} {value:%B %Y}" if value else empty
@@ -173,6 +178,7 @@ def register(app: Flask) -> None:
         "money": money,
         "date": date,
         "long_date": long_date,
+        "day_and_month": day_and_month,
         "time": time,
         "datetime": datetime,
         "model_name": model_name,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from billing_site import stripe_catalog
+from billing_site import formatting, stripe_catalog
 from billing_site.catalog import current_catalog
 from billing_site.stripe_gateway import GatewayError, current_gateway
 
@@ -96,9 +96,7 @@ def portal():
 
 
 def as_date(timestamp: int | None) -> str:
-    if not timestamp:
-        return "—"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%d %b %Y")
+    return formatting.date(datetime.fromtimestamp(timestamp, UTC) if timestamp else None)
 
 
 @bp.post("/portal/subscriptions/<subscription_id>/<action>")

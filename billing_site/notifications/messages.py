@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app
 from sqlalchemy import select
 
-from billing_site import metrics
+from billing_site import formatting, metrics
 from billing_site.catalog import current_catalog
 from billing_site.extensions import db
 from billing_site.models import (
@@ -57,12 +57,8 @@ def wants(user_id: int, kind: str) -> bool:
     return preference is None or getattr(preference, kind)
 
 
-def _credits(count: int) -> str:
-    return f"{count:,} credit{'s' if count != 1 else ''}"
-
-
 def _day(moment: datetime | None) -> str:
-    return moment.strftime("%B %-d, %Y") if moment else "today"
+    return formatting.long_date(moment, empty="today")
 
 
 # --- payments ------------------------------------------------------------------------
@@ -215,7 +211,7 @@ def credits_expiring(lot: CreditLot, user: User) -> int | None:
         kind="credits_expiring",
         to=user.email,
         user_id=user.id,
-        subject=f"{_credits(lot.credits_remaining)} expire on {_day(lot.expires_at)}",
+        subject=f"{formatting.credits(lot.credits_remaining)} expire on {_day(lot.expires_at)}",
         template="credits_expiring",
         credits=lot.credits_remaining,
         source=source,
@@ -235,7 +231,7 @@ def low_balance(user: User, top_up: CreditLot) -> int | None:
         kind="low_balance",
         to=user.email,
         user_id=user.id,
-        subject=f"You have {_credits(user.balance)} left",
+        subject=f"You have {formatting.credits(user.balance)} left",
         template="low_balance",
         balance=user.balance,
         granted=top_up.credits_granted,
