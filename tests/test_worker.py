@@ -22,6 +22,7 @@ from billing_site.extensions import db as _db
 from billing_site.models import (
     CreditLot,
     Generation,
+    IdempotencyKey,
     JobRun,
     LedgerEntry,
     Order,
@@ -221,6 +222,27 @@ def test_scheduled_jobs_run_once_per_slot_with_two_workers(
     assert count(LedgerEntry, LedgerEntry.kind == "expire") == 1
     assert db.session.get(User, user.id).balance == 0
     assert count(Generation) == 0
+
+
+def test_housekeeping_jobs_purge_old_idempotency_claims_and_old_job_runs(db):
+    from billing_site.worker.jobs import JOBS
+
+    old, fresh = utcnow() - timedelta(days=31), utcnow()
+    for key, created in (("old", old - timedelta(days=1)), ("fresh", fresh)):
+        db.session.add(
+            IdempotencyKey(owner="user:1", key=key, request_hash="0" * 64, created_at=created)
+        )
+    for slot, finished in ((1, old), (2, fresh), (3, None)):
+        db.session.add(
+            JobRun(job="sweep-generations", slot=slot, worker_id="w", finished_at=finished)
+        )
+    db.session.commit()
+
+    assert JOBS["purge-idempotency-keys"].run() == "deleted 1 expired idempotency key(s)"
+    assert JOBS["prune-job-history"].run() == "deleted 1 job run(s) older than 30 days"
+
+    assert db.session.scalars(select(IdempotencyKey.key)).all() == ["fresh"]
+    assert sorted(db.session.scalars(select(JobRun.slot))) == [2, 3]  # unfinished runs stay
 
 
 def test_the_webhook_only_stores_and_a_worker_applies(db, client):

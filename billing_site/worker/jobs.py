@@ -160,3 +160,26 @@ def notify_expiring_credits() -> str:
     from billing_site.notifications.scans import notify_expiring_credits as notify
 
     return f"queued {notify()} expiring-credits email(s)"
+
+
+@job("purge-idempotency-keys", every_seconds=3600)
+def purge_idempotency_keys() -> str:
+    from billing_site.api.idempotency import purge_expired
+
+    return f"deleted {purge_expired()} expired idempotency key(s)"
+
+
+JOB_HISTORY_DAYS = 30
+
+
+@job("prune-job-history", every_seconds=86400)
+def prune_job_history() -> str:
+    """`sweep-generations` alone leaves 1,440 rows a day; a month is enough to read back."""
+    from sqlalchemy import delete
+
+    cutoff = utcnow() - timedelta(days=JOB_HISTORY_DAYS)
+    result = db.session.execute(
+        delete(JobRun).where(JobRun.finished_at.is_not(None), JobRun.finished_at < cutoff)
+    )
+    db.session.commit()
+    return f"deleted {result.rowcount} job run(s) older than {JOB_HISTORY_DAYS} days"
