@@ -91,6 +91,11 @@ def load_config() -> dict:
         # Free monthly credits wait for a verified email (set false to grant at sign-up).
         "REQUIRE_EMAIL_VERIFICATION": _bool("REQUIRE_EMAIL_VERIFICATION", True),
         "EMAIL_VERIFICATION_MAX_AGE_HOURS": _int("EMAIL_VERIFICATION_MAX_AGE_HOURS", 48),
+        # "Forgot your password?": how long its link works, and how often it is sent,
+        # per client address and per email address (so nobody floods one inbox).
+        "PASSWORD_RESET_MAX_AGE_MINUTES": _int("PASSWORD_RESET_MAX_AGE_MINUTES", 60),
+        "PASSWORD_RESET_RATE_LIMIT": os.environ.get("PASSWORD_RESET_RATE_LIMIT", "5 per hour"),
+        "PASSWORD_RESET_EMAIL_LIMIT": os.environ.get("PASSWORD_RESET_EMAIL_LIMIT", "3 per hour"),
         # A session cookie is refused once this old, however it was copied.
         "PERMANENT_SESSION_LIFETIME": timedelta(days=_int("SESSION_LIFETIME_DAYS", 7)),
         "REMEMBER_COOKIE_DURATION": timedelta(days=_int("SESSION_LIFETIME_DAYS", 7)),

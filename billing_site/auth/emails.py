@@ -9,6 +9,8 @@ logged at INFO too, so a developer without the outbox page can follow it.
 import hashlib
 import logging
 
+from flask import current_app
+
 from billing_site.extensions import db
 from billing_site.models import User, utcnow
 from billing_site.notifications import messages
@@ -55,6 +57,36 @@ def send_signup_attempt_notice(user: User) -> None:
         action_url=messages.link("auth.login"),
     )
     db.session.commit()
+
+
+def send_password_reset_email(user: User, link: str) -> None:
+    """Send the owner of an account a link to choose a new password."""
+    reset_minutes = current_app.config["PASSWORD_RESET_MAX_AGE_MINUTES"]
+    log.info("password reset email to=%s user=%s link=%s", user.email, user.id, link)
+    messages.account_notice(
+        f"password_reset:user:{user.id}:{_digest(link)}",  # each request is its own message
+        kind="password_reset",
+        to=user.email,
+        user_id=user.id,
+        subject="Reset your Pixel Forge password",
+        paragraphs=[
+            "Someone (we hope you) asked to reset the password of the Pixel Forge "
+            "account for this address. Choose a new one with the link below.",
+            f"The link works once, for {_duration(reset_minutes)}. Setting a new password "
+            "logs you out everywhere else.",
+            "If you did not ask for this, ignore this email: your password stays as it is.",
+        ],
+        action_label="Choose a new password",
+        action_url=link,
+    )
+    db.session.commit()
+
+
+def _duration(minutes: int) -> str:
+    if minutes % 60:
+        return f"{minutes} minutes"
+    hours = minutes // 60
+    return "1 hour" if hours == 1 else f"{hours} hours"
 
 
 def _digest(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Sign-up and log-in forms (Flask-WTF: every form carries csrf_token)."""
+"""Sign-up, log-in and password forms (Flask-WTF: every form carries csrf_token)."""
 
 from email_validator import EmailNotValidError
 from flask_wtf import FlaskForm
@@ -78,6 +78,27 @@ class ChangePasswordForm(FlaskForm):
     def __init__(self, account_email: str, **kwargs):
         super().__init__(**kwargs)
         self.account_email = account_email
+
+
+class RequestResetForm(FlaskForm):
+    email = EmailField(
+        "Email", validators=[InputRequired("Enter your email address."), normalised_email]
+    )
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=NEW_PASSWORD_VALIDATORS)
+    password_confirm = PasswordField(
+        "Confirm new password",
+        validators=[
+            InputRequired("Type the new password again."),
+            EqualTo("password", message="The two passwords do not match."),
+        ],
+    )
+
+    def __init__(self, account_email: str, **kwargs):
+        super().__init__(**kwargs)
+        self.account_email = account_email  # strong_password refuses the email itself
 
 
 class ButtonForm(FlaskForm):

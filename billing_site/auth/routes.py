@@ -1,4 +1,4 @@
-"""Sign up, verify, log in, log out (here or everywhere), change password; create-admin."""
+"""Sign up, verify, log in, log out (here or everywhere), change or reset password; create-admin."""
 
 import click
 from email_validator import EmailNotValidError
@@ -16,8 +16,15 @@ from flask import (
 from flask_login import current_user, login_required, login_url, login_user, logout_user
 from werkzeug.security import generate_password_hash
 
-from billing_site.auth import emails, services, throttle, verification
-from billing_site.auth.forms import ButtonForm, ChangePasswordForm, LoginForm, SignupForm
+from billing_site.auth import emails, reset_links, services, throttle, verification
+from billing_site.auth.forms import (
+    ButtonForm,
+    ChangePasswordForm,
+    LoginForm,
+    RequestResetForm,
+    ResetPasswordForm,
+    SignupForm,
+)
 from billing_site.client_identity import address_key
 from billing_site.errors import error_response
 from billing_site.extensions import db, limiter, login_manager
@@ -65,6 +72,19 @@ def login_rate_limit() -> str:
 
 def signup_rate_limit() -> str:
     return current_app.config["SIGNUP_RATE_LIMIT"]
+
+
+def reset_rate_limit() -> str:
+    return current_app.config["PASSWORD_RESET_RATE_LIMIT"]
+
+
+def reset_email_limit() -> str:
+    return current_app.config["PASSWORD_RESET_EMAIL_LIMIT"]
+
+
+def reset_email_key() -> str:
+    # Per address asked about, however spelt and whoever asks, so no one floods an inbox.
+    return "password-reset:" + services.email_key(request.form.get("email", ""))
 
 
 def requested_next() -> str | None:
@@ -206,6 +226,36 @@ def end_other_sessions():
     start_session(user)
     flash("You are logged out everywhere else.", "success")
     return redirect(url_for("auth.change_password"))
+
+
+@bp.route("/reset", methods=["GET", "POST"])
+@limiter.limit(reset_rate_limit, key_func=address_key, methods=["POST"], scope="reset-address")
+@limiter.limit(reset_email_limit, key_func=reset_email_key, methods=["POST"], scope="reset-email")
+def request_password_reset():
+    """Forgot your password: the same answer whether or not the address has an account."""
+    form = RequestResetForm()
+    if not form.validate_on_submit():
+        return render_form("auth/reset_request.html", form)
+    link = reset_links.send_reset_link(form.email.data)
+    dev_link = link if current_app.config["APP_ENV"] == "development" else None
+    return render_template("auth/reset_sent.html", email=form.email.data, dev_link=dev_link)
+
+
+@bp.route("/reset/<token>", methods=["GET", "POST"])
+def reset_password(token: str):
+    """The link in the reset email: choose a new password, then carry on logged in."""
+    try:
+        user = reset_links.user_for(token)
+        form = ResetPasswordForm(user.email)
+        if not form.validate_on_submit():
+            return render_form("auth/reset_password.html", form, token=token)
+        user = reset_links.redeem(token, form.password.data)  # checked again, under a lock
+    except reset_links.LinkRefused as refused:
+        page = render_template("auth/reset_refused.html", message=refused.message)
+        return page, refused.status
+    start_session(user)  # the only session left: every other one has ended
+    flash("Your password is changed and you are logged out everywhere else.", "success")
+    return redirect(url_for("account.dashboard"))
 
 
 @bp.cli.command("create-admin")

@@ -8,6 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from billing_site import audit
+from billing_site.auth.verification import mark_verified
 from billing_site.extensions import db
 from billing_site.lookalikes import skeleton
 from billing_site.models import User, utcnow
@@ -114,6 +116,20 @@ def change_password(user: User, current: str, new: str) -> bool:
     end_all_sessions(user)
     db.session.commit()
     return True
+
+
+def reset_password(user: User, new: str) -> None:
+    """Set a password chosen through a reset link: ends every session, audited; commits.
+
+    The link came to the account's address, so following it proves the address
+    is the person's: it counts as verified from here on.
+    """
+    user.password_hash = generate_password_hash(new)
+    end_all_sessions(user)
+    audit.record(
+        user.id, "password.reset", "user", user.id, {"email_verified_now": not user.email_verified}
+    )
+    mark_verified(user)  # commits the password, the sessions' end and the audit entry with it
 
 
 def authenticate(email: str, password: str) -> User | None:
