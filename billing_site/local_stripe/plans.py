@@ -3,6 +3,7 @@
 import copy
 
 from billing_site.local_stripe.state import _new_id, _now, _strings
+from billing_site.local_stripe.subscriptions import _refuse_if_ended
 from billing_site.stripe_gateway import GatewayError
 
 
@@ -36,18 +37,12 @@ class PlansMixin:
         self, subscription_id: str, params: dict, *, idempotency_key: str
     ) -> dict:
         """Switch the subscription's Price; always_invoice bills the proration at once."""
-        with self._state() as state:
-            replay = self._replay(state, idempotency_key)
-            if replay:
-                return replay
-            subscription = self._get(state, "subscriptions", subscription_id)
-            if subscription["status"] == "canceled":
-                raise GatewayError("This subscription has already ended.", code="invalid_state")
-            events = self._change_price(state, subscription, params)
-            state["idempotency"][idempotency_key] = ["subscriptions", subscription_id]
-            result = copy.deepcopy(subscription)
-        self._deliver(events)
-        return result
+
+        def change(state: dict, subscription: dict) -> list[dict]:
+            _refuse_if_ended(subscription)
+            return self._change_price(state, subscription, params)
+
+        return self._change_subscription(subscription_id, idempotency_key, change)
 
     def create_subscription_schedule(self, params: dict, *, idempotency_key: str) -> dict:
         with self._state() as state:

@@ -16,13 +16,8 @@ class SubscriptionsMixin:
     def set_cancel_at_period_end(
         self, subscription_id: str, cancel: bool, *, idempotency_key: str
     ) -> dict:
-        with self._state() as state:
-            replay = self._replay(state, idempotency_key)
-            if replay:
-                return replay
-            subscription = self._get(state, "subscriptions", subscription_id)
-            if subscription["status"] == "canceled":
-                raise GatewayError("This subscription has already ended.", code="invalid_state")
+        def change(state: dict, subscription: dict) -> list[dict]:
+            _refuse_if_ended(subscription)
             previous = {"cancel_at_period_end": subscription["cancel_at_period_end"]}
             period_end = subscription["items"]["data"][0]["current_period_end"]
             subscription.update(
@@ -30,22 +25,29 @@ class SubscriptionsMixin:
                 cancel_at=period_end if cancel else None,
                 canceled_at=_now() if cancel else None,
             )
-            state["idempotency"][idempotency_key] = ["subscriptions", subscription_id]
-            events = [self._event(state, "customer.subscription.updated", subscription, previous)]
-            result = copy.deepcopy(subscription)
-        self._deliver(events)
-        return result
+            return [self._event(state, "customer.subscription.updated", subscription, previous)]
+
+        return self._change_subscription(subscription_id, idempotency_key, change)
 
     def cancel_subscription(self, subscription_id: str, *, idempotency_key: str) -> dict:
         """End a subscription now, as DELETE /v1/subscriptions/:id does (books helper)."""
+
+        def change(state: dict, subscription: dict) -> list[dict]:
+            if subscription["status"] == "canceled":
+                return []
+            return self._end_subscription(state, subscription)
+
+        return self._change_subscription(subscription_id, idempotency_key, change)
+
+    def _change_subscription(self, subscription_id: str, idempotency_key: str, change) -> dict:
+        """One idempotent write to a subscription: `change(state, subscription)` edits it
+        and returns the events it causes, delivered once the state is saved."""
         with self._state() as state:
             replay = self._replay(state, idempotency_key)
             if replay:
                 return replay
             subscription = self._get(state, "subscriptions", subscription_id)
-            events = []
-            if subscription["status"] != "canceled":
-                events = self._end_subscription(state, subscription)
+            events = change(state, subscription)
             state["idempotency"][idempotency_key] = ["subscriptions", subscription_id]
             result = copy.deepcopy(subscription)
         self._deliver(events)
@@ -317,3 +319,8 @@ class SubscriptionsMixin:
     def _end_subscription(self, state: dict, subscription: dict) -> list[dict]:
         subscription.update(status="canceled", ended_at=_now(), canceled_at=_now())
         return [self._event(state, "customer.subscription.deleted", subscription)]
+
+
+def _refuse_if_ended(subscription: dict) -> None:
+    if subscription["status"] == "canceled":
+        raise GatewayError("This subscription has already ended.", code="invalid_state")
