@@ -128,11 +128,12 @@ def create_pending_orders(count: int) -> list[dict]:
     )
     db.session.execute(
         text(
-            "INSERT INTO orders (user_id, kind, item_id, amount_cents, currency, credits, status,"
+            "INSERT INTO orders (user_id, kind, item_id, amount_cents, expected_amount_cents,"
+            " amount_discount_cents, amount_tax_cents, currency, credits, status,"
             " checkout_session_id, amount_refunded_cents, credits_clawed_back,"
             " created_at, updated_at)"
-            " SELECT id, 'pack', :item_id, :amount_cents, 'usd', :credits, 'pending',"
-            "  'cs_bench_' || id, 0, 0, now(), now()"
+            " SELECT id, 'pack', :item_id, :amount_cents, :amount_cents, 0, 0, 'usd', :credits,"
+            "  'pending', 'cs_bench_' || id, 0, 0, now(), now()"
             " FROM users WHERE email LIKE 'ingest%@bench.example'"
         ),
         INGEST_PACK,
