@@ -42,6 +42,7 @@ def write(path: Path, *, bench, machine, versions, settings, targets, elapsed, g
         *_notes(bench),
         *_cpu(bench),
         *_multiples(bench),
+        *_worker(bench),
         *_correctness(bench),
         *_memory(bench),
         *_statuses(bench),
@@ -89,7 +90,22 @@ def _cpu(bench) -> list[str]:
         if run.site is not None:
             floor = _cpu_cells(run.floor) if run.floor else " | "
             lines.append(f"| {run.name} | {_cpu_cells(run.site)} | {run.floor_name} | {floor} |")
+    worker, floor = getattr(bench, "worker", None), _webhook_floor(bench)
+    if worker is not None and worker.app_cpu_ms is not None:
+        floor_cells = f"webhook floor | {_cpu_cells(floor)}" if floor else " | | "
+        lines += [
+            f"| worker: a new event applied (per distinct event) | {worker.app_cpu_ms:.2f} | — "
+            f"| {floor_cells} |",
+            "",
+            "The worker row is the `flask worker` processes' CPU from just before the site's",
+            "webhook run to the end of the drain, over the distinct events applied; its PostgreSQL",
+            "work overlaps the webhook run's and is not separated (see Worker below).",
+        ]
     return [*lines, ""]
+
+
+def _webhook_floor(bench):
+    return next((run.floor for run in bench.runs if run.floor_name == "webhook floor"), None)
 
 
 def _multiples(bench) -> list[str]:
@@ -115,6 +131,47 @@ def _multiples(bench) -> list[str]:
     return [*lines, ""]
 
 
+def _worker(bench) -> list[str]:
+    worker, fault = getattr(bench, "worker", None), getattr(bench, "fault", None)
+    if worker is None:
+        return []
+    lines = [
+        "## Worker",
+        "",
+        "The webhook stores each event; two `flask --app wsgi worker --no-jobs` processes apply",
+        "them. After the drain, for the webhook run's distinct events:",
+        "",
+        f"- events applied: {worker.events:,}",
+        f"- last delivery to last event applied: {_seconds(worker.drained, 'never drained')}",
+        "- stored to applied (processed_at - received_at): "
+        f"p50 {_seconds(worker.lag.get('p50'))}, p99 {_seconds(worker.lag.get('p99'))},"
+        f" max {_seconds(worker.lag.get('max'))}",
+        f"- the workers' CPU per distinct event: {_ms(worker.app_cpu_ms)} ms",
+        "- PostgreSQL's CPU from the start of the webhook run to the end of the drain, per"
+        f" distinct event (the webhook's inserts and the workers' applying together):"
+        f" {_ms(worker.window_postgres_ms)} ms",
+    ]
+    if fault is not None:
+        lines += [
+            "",
+            f"Fault run: {fault.events:,} more events ({fault.deliveries:,} deliveries, "
+            f"{fault.answered:,} answered 200) posted while one worker, in turn, was SIGKILLed "
+            f"and restarted at once: {fault.kills} kills ({fault.spared} turns spared a worker"
+            " still starting up); last delivery to last event applied "
+            f"{_seconds(fault.drained, 'not drained while killing')}. Its books are under"
+            " Correctness below.",
+        ]
+    return [*lines, ""]
+
+
+def _seconds(value, missing="?") -> str:
+    return missing if value is None else f"{value:.1f} s"
+
+
+def _ms(value) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
 def _cpu_cells(result, separator=" | ") -> str:
     return separator.join(
         "?" if ms is None else f"{ms:.2f}" for ms in (result.app_cpu_ms, result.postgres_cpu_ms)
@@ -124,18 +181,18 @@ def _cpu_cells(result, separator=" | ") -> str:
 def _correctness(bench) -> list[str]:
     lines = ["## Correctness after the load", ""]
     if bench.checks:
-        lines += [
-            "Webhook ingest (every order is paid once and granted once):",
-            "",
-            "| check | found | expected | |",
-            "|---|---:|---:|---|",
-        ]
-        for name, (actual, expected) in bench.checks.items():
-            verdict = "ok" if actual == expected else "**WRONG**"
-            lines.append(f"| {name} | {actual:,} | {expected:,} | {verdict} |")
-        lines.append("")
+        lines += _checks(
+            "Webhook ingest (every order is paid once and granted once):", bench.checks
+        )
     else:
         lines += ["Webhook ingest: not measured, so not checked.", ""]
+    fault = getattr(bench, "fault", None)
+    if fault is not None:
+        lines += _checks(
+            f"Fault run, {fault.kills} workers SIGKILLed while it was applied (zero lost, zero"
+            " doubled):",
+            fault.checks,
+        )
     if bench.spending:
         overspent = [row for row in bench.spending if row["overspent"]]
         crooked = [row for row in bench.spending if not row["books_straight"]]
@@ -161,6 +218,14 @@ def _correctness(bench) -> list[str]:
     else:
         lines += ["Generations: not measured, so not checked.", ""]
     return lines
+
+
+def _checks(title: str, checks: dict) -> list[str]:
+    lines = [title, "", "| check | found | expected | |", "|---|---:|---:|---|"]
+    for name, (actual, expected) in checks.items():
+        verdict = "ok" if actual == expected else "**WRONG**"
+        lines.append(f"| {name} | {actual:,} | {expected:,} | {verdict} |")
+    return [*lines, ""]
 
 
 def _memory(bench) -> list[str]:
@@ -217,8 +282,23 @@ def summary(bench) -> str:
     for row in getattr(bench, "multiples", []):
         verdict = "pass" if row["passed"] else "FAIL"
         lines.append(f"  {row['name']}: {row['multiple']} the webhook floor's app CPU [{verdict}]")
+    worker = getattr(bench, "worker", None)
+    if worker is not None:
+        lines.append(
+            f"  worker: {_ms(worker.app_cpu_ms)} ms CPU per event; stored to applied"
+            f" p50 {_seconds(worker.lag.get('p50'))}, p99 {_seconds(worker.lag.get('p99'))};"
+            f" drained {_seconds(worker.drained, 'never')} after the last delivery"
+        )
     for name, (actual, expected) in bench.checks.items():
         lines.append(f"  check {name}: {actual} (expected {expected})")
+    fault = getattr(bench, "fault", None)
+    if fault is not None:
+        lines.append(
+            f"  fault run: {fault.kills} kills, drained"
+            f" {_seconds(fault.drained, 'not while killing')} after the last delivery"
+        )
+        for name, (actual, expected) in fault.checks.items():
+            lines.append(f"  fault check {name}: {actual} (expected {expected})")
     if bench.spending:
         bad = [
             row["customer"]

@@ -116,34 +116,48 @@ def add_history(customer: Customer, entries: int, *, with_generations: bool = Tr
 # --- webhook ingest -------------------------------------------------------------------
 
 
-def create_pending_orders(count: int) -> list[dict]:
-    """`count` customers, each with one pending pack order and its Checkout Session id."""
+def create_pending_orders(count: int, batch: str = "ingest") -> list[dict]:
+    """`count` customers, each with one pending pack order and its Checkout Session id.
+
+    The customers are <batch><n>@bench.example, so each batch has its own."""
+    customers = f"{batch}%@bench.example"
     db.session.execute(
         text(
             "INSERT INTO users (email, password_hash, is_admin, balance, created_at, updated_at)"
-            " SELECT 'ingest' || g || '@bench.example', :hash, false, 0, now(), now()"
+            " SELECT :batch || g || '@bench.example', :hash, false, 0, now(), now()"
             " FROM generate_series(1, :count) AS g"
         ),
-        {"hash": FAST_HASH, "count": count},
+        {"batch": batch, "hash": FAST_HASH, "count": count},
     )
     db.session.execute(
         text(
-            "INSERT INTO orders (user_id, kind, item_id, amount_cents, currency, credits, status,"
+            "INSERT INTO orders (user_id, kind, item_id, amount_cents, expected_amount_cents,"
+            " amount_discount_cents, amount_tax_cents, currency, credits, status,"
             " checkout_session_id, amount_refunded_cents, credits_clawed_back,"
             " created_at, updated_at)"
-            " SELECT id, 'pack', :item_id, :amount_cents, 'usd', :credits, 'pending',"
-            "  'cs_bench_' || id, 0, 0, now(), now()"
-            " FROM users WHERE email LIKE 'ingest%@bench.example'"
+            " SELECT id, 'pack', :item_id, :amount_cents, :amount_cents, 0, 0, 'usd', :credits,"
+            "  'pending', 'cs_bench_' || id, 0, 0, now(), now()"
+            " FROM users WHERE email LIKE :customers"
         ),
-        INGEST_PACK,
+        {**INGEST_PACK, "customers": customers},
     )
     db.session.commit()
     rows = db.session.execute(
         select(Order.id, Order.user_id, Order.checkout_session_id, Order.amount_cents)
-        .where(Order.checkout_session_id.like("cs_bench_%"))
+        .join(User, Order.user_id == User.id)
+        .where(Order.checkout_session_id.like("cs_bench_%"), User.email.like(customers))
         .order_by(Order.id)
     ).all()
     return [row._asdict() for row in rows]
+
+
+def event_id(order: dict) -> str:
+    """The id of `order`'s checkout.session.completed event (checkout_completed_event)."""
+    return f"evt_bench_{order['id']}"
+
+
+def event_ids(orders: list[dict]) -> list[str]:
+    return [event_id(order) for order in orders]
 
 
 def checkout_completed_event(order: dict) -> str:
@@ -164,7 +178,7 @@ def checkout_completed_event(order: dict) -> str:
     )
     event = _fixture("event")
     event.update(
-        id=f"evt_bench_{order['id']}",
+        id=event_id(order),
         type="checkout.session.completed",
         created=int(time.time()),
         data={"object": session},
@@ -191,22 +205,24 @@ def _fixture(name: str) -> dict:
     return copy.deepcopy(_fixtures[name])
 
 
-def ingest_outcome(expected_orders: int, credits_per_order: int) -> dict:
-    """What the ingest left: every order paid once, one lot each, balances to match."""
-    bench_orders = Order.checkout_session_id.like("cs_bench_%")
+def ingest_outcome(orders: list[dict], credits_per_order: int) -> dict:
+    """What the ingest left for `orders` (one batch, each order its own customer's only
+    order): every order paid once, one lot each, balances to match."""
+    expected_orders = len(orders)
+    batch_orders = Order.id.in_([order["id"] for order in orders])
     paid = db.session.execute(
-        select(func.count()).where(bench_orders, Order.status == "paid")
+        select(func.count()).where(batch_orders, Order.status == "paid")
     ).scalar_one()
     lots = db.session.execute(
         select(func.count(CreditLot.id))
         .join(Order, CreditLot.order_id == Order.id)
-        .where(bench_orders)
+        .where(batch_orders)
     ).scalar_one()
     orders_with_two_lots = db.session.execute(
         select(func.count()).select_from(
             select(CreditLot.order_id)
             .join(Order, CreditLot.order_id == Order.id)
-            .where(bench_orders)
+            .where(batch_orders)
             .group_by(CreditLot.order_id)
             .having(func.count() > 1)
             .subquery()
@@ -215,11 +231,11 @@ def ingest_outcome(expected_orders: int, credits_per_order: int) -> dict:
     grant_entries = db.session.execute(
         select(func.count(LedgerEntry.id))
         .join(Order, LedgerEntry.order_id == Order.id)
-        .where(bench_orders, LedgerEntry.kind == "grant")
+        .where(batch_orders, LedgerEntry.kind == "grant")
     ).scalar_one()
     balances = db.session.execute(
         select(func.coalesce(func.sum(User.balance), 0)).where(
-            User.email.like("ingest%@bench.example")
+            User.id.in_([order["user_id"] for order in orders])
         )
     ).scalar_one()
     expected_balance = expected_orders * credits_per_order

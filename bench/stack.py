@@ -168,11 +168,16 @@ def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU spent so far by `pid` itself and every child it forked, alive or reaped
+    (0 for its own part once it has exited)."""
+    return _cpu_ticks(pid, reaped_children=False) / CLOCK_TICKS + children_cpu_seconds(pid)
+
+
 def postgres_cpu_seconds(postmaster: int) -> float:
     """CPU spent by PostgreSQL so far: the postmaster and every process it forked (backends,
     autovacuum, checkpointer and the like), alive or gone."""
-    own = _cpu_ticks(postmaster, reaped_children=False) / CLOCK_TICKS
-    return own + children_cpu_seconds(postmaster)
+    return process_cpu_seconds(postmaster)
 
 
 def tool_version(command: list[str]) -> str:
