@@ -15,6 +15,9 @@ one row) called the same way. Paths:
     account10        GET /account, a customer with 10 ledger entries
     account100k      GET /account, a customer with 100,000 ledger entries
     generate         POST /api/v1/generations, the built-in generator
+    worker           the worker applying one stored checkout.session.completed (a pack
+                     order paid), claimed and committed as `flask worker` does; the
+                     events are stored through POST /stripe/webhook beforehand, unmeasured
 
 `--profile PATH` runs that path once more under cProfile and prints the top
 functions. Absolute times move with the machine's load (it is shared): compare
@@ -39,8 +42,12 @@ from tests import servers
 
 WEBHOOK_SECRET = "whsec_profile_secret"
 CSRF_META = re.compile(r'name="csrf-token" content="([^"]+)"')
-PATHS = ("floor", "account10", "account100k", "generate")
-TARGETS = {"account10": 6.0, "generate": 5.0}  # multiples of the floor; account100k: 1.2x of 10
+PATHS = ("floor", "account10", "account100k", "generate", "worker")
+TARGETS = {
+    "account10": 6.0,
+    "generate": 5.0,
+    "worker": 3.0,
+}  # multiples of the floor; account100k: 1.2x of 10
 
 
 @dataclass
@@ -162,6 +169,21 @@ class Paths:
             "generate": self._logged_in(self.spender.email),
         }
         self.generation_number = 0
+        self.site_client = self.app.test_client()
+        self.pending_orders: list[dict] = []
+
+    def store_events(self, count: int) -> None:
+        """Store `count` paid-checkout events through the webhook, for "worker" to apply."""
+        with self.app.app_context():
+            orders = seed.create_pending_orders(count, batch=f"profile{time.monotonic_ns()}x")
+        for order in orders:
+            payload = seed.checkout_completed_event(order)
+            answer = self.site_client.post(
+                "/stripe/webhook",
+                data=payload,
+                headers=seed.signed_headers(payload, WEBHOOK_SECRET),
+            )
+            assert answer.status_code == 200, answer.status_code
 
     def counter_for(self, path: str) -> StatementCounter:
         return self.floor_counter if path == "floor" else self.counter
@@ -205,6 +227,14 @@ class Paths:
                 headers={"X-CSRFToken": self.clients[path].csrf_token},
             )
             expected = 201
+        elif path == "worker":
+            from billing_site.worker import queue
+
+            with self.app.app_context():
+                applied = queue.apply_next()
+            if applied is None or not applied.ok:
+                raise RuntimeError(f"worker: {applied}")
+            return
         else:
             answer = self.clients[path].get("/account")
             expected = 200
@@ -212,6 +242,8 @@ class Paths:
             raise RuntimeError(f"{path}: {answer.status_code} {answer.get_data(as_text=True)}")
 
     def measure(self, path: str, requests: int) -> Measurement:
+        if path == "worker":
+            self.store_events(max(10, requests // 10) + requests)
         for _ in range(max(10, requests // 10)):  # warm-up: caches, prepared statements
             self.request(path)
         counter = self.counter_for(path)
@@ -233,6 +265,8 @@ class Paths:
     def show_statements(self, path: str) -> None:
         counter = self.counter_for(path)
         print(f"\nthe statements of one {path} request:")
+        if path == "worker":
+            self.store_events(1)
         counter.echo = True
         try:
             self.request(path)
@@ -241,6 +275,8 @@ class Paths:
 
     def profile(self, path: str, requests: int, top: int) -> None:
         # CPU time, not wall time: waiting for PostgreSQL is not this process's cost.
+        if path == "worker":
+            self.store_events(requests)
         profiler = cProfile.Profile(time.process_time)
         profiler.enable()
         for _ in range(requests):
@@ -250,6 +286,10 @@ class Paths:
         stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
         stats.sort_stats("tottime").print_stats(top)
         stats.sort_stats("cumulative").print_stats(top)
+        print("\nthe site's own functions, cumulative:")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(
+            "billing_site", top
+        )
 
 
 def table(results: list[Measurement], counter_for) -> str:

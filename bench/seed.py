@@ -17,7 +17,7 @@ from werkzeug.security import generate_password_hash
 from billing_site import credits
 from billing_site.extensions import db
 from billing_site.models import CreditLot, LedgerEntry, Order, User
-from billing_site.stripe_gateway import sign_payload
+from billing_site.stripe_gateway import STRIPE_API_VERSION, sign_payload
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "stripe"
 BENCH_PASSWORD = "bench horse battery staple"
@@ -182,7 +182,7 @@ def checkout_completed_event(order: dict) -> str:
         type="checkout.session.completed",
         created=int(time.time()),
         data={"object": session},
-        api_version="2026-07-29",
+        api_version=STRIPE_API_VERSION,  # the pinned one: no "other version" warning
         livemode=False,
     )
     return json.dumps(event)

@@ -56,7 +56,9 @@ LOCK_USER = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
-# Key in Session.info: the ids of users whose row this transaction has locked.
+# Key in Session.info: {user id: User} of the rows this transaction has locked. The
+# User is kept, not just its id: the session's identity map holds objects weakly,
+# and a user nobody references would be read again by the next lock or lazy load.
 LOCKED_USERS = "locked_users"
 
 
@@ -67,14 +69,10 @@ def lock_user(user_id: int) -> User:
     have changed under it, so a second lock (a generation's reserve, then its
     spend) answers from the session instead of asking PostgreSQL again.
     """
-    locked = db.session.info.setdefault(LOCKED_USERS, set())
-    if user_id in locked:
-        user = db.session.get(User, user_id)
-        if user is not None:
-            return user
-    user = db.session.execute(LOCK_USER, {"user_id": user_id}).scalar_one()
-    locked.add(user_id)
-    return user
+    locked = db.session.info.setdefault(LOCKED_USERS, {})
+    if user_id not in locked:
+        locked[user_id] = db.session.execute(LOCK_USER, {"user_id": user_id}).scalar_one()
+    return locked[user_id]
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -8,14 +8,16 @@ the order paid and does nothing. None of these functions commit; the caller
 commits once.
 """
 
+import contextlib
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import NoResultFound
 
 from billing_site import books, credits
 from billing_site.catalog import PACK_CREDIT_LIFETIME_DAYS
 from billing_site.extensions import db
-from billing_site.models import Order, StripeEvent, User, utcnow
+from billing_site.models import Order, StripeEvent, utcnow
 from billing_site.stripe_gateway import stripe_id
 from billing_site.webhook.registry import handler_for
 
@@ -117,8 +119,12 @@ def _user_of_session(session: dict) -> int | None:
 
 
 def _lock_customer(user_id: int | None) -> None:
-    if user_id is not None:
-        db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    if user_id is None:
+        return
+    # The ledger's own lock: the grant that follows finds the row already held. A
+    # user id from metadata may name no customer of ours; then no order is found.
+    with contextlib.suppress(NoResultFound):
+        credits.lock_user(user_id)
 
 
 def mark_paid(order: Order, paid_at=None) -> None:

@@ -197,8 +197,9 @@ def replay_event(event_id: str) -> str:
         db.session.rollback()
         record_failure(event_id, error)
         raise HandlerFailed(event_id, error) from error
+    applied_line = _applied_line(stored, outcome)
     db.session.commit()
-    _log_applied(stored, outcome)
+    log.info(applied_line)
     return outcome if writes["rows"] else f"{outcome} (no change)"
 
 
@@ -221,14 +222,10 @@ def _counting_writes():
         sa_event.remove(connection, "after_cursor_execute", count)
 
 
-def _log_applied(stored: StripeEvent, outcome: str) -> None:
-    log.info(
-        "webhook event_id=%s type=%s object_id=%s outcome=%s status=%s",
-        stored.id,
-        stored.type,
-        stored.object_id,
-        _logfmt(outcome),
-        stored.status,
+def _applied_line(stored: StripeEvent, outcome: str) -> str:
+    return (
+        f"webhook event_id={stored.id} type={stored.type} object_id={stored.object_id}"
+        f" outcome={_logfmt(outcome)} status={stored.status}"
     )
 
 
@@ -246,6 +243,8 @@ def apply_and_commit(stored: StripeEvent) -> Applied:
     started = time.perf_counter()
     try:
         outcome = apply_stored(stored)
+        # Read before the commit expires the row, so logging it asks nothing more.
+        applied_line = _applied_line(stored, outcome)
         db.session.commit()
     except Exception as error:
         db.session.rollback()
@@ -255,7 +254,7 @@ def apply_and_commit(stored: StripeEvent) -> Applied:
             event_id, event_type, f"error: {error!r} ({status or 'done meanwhile'})", False
         )
     metrics.observe_webhook(event_type, outcome, started, created=created)
-    _log_applied(stored, outcome)
+    log.info(applied_line)
     return Applied(event_id, event_type, outcome, True)
 
 
