@@ -180,11 +180,20 @@ def test_the_audit_finds_no_difference_then_each_planted_one(app, db, client, wa
     assert "1 difference(s)." in planted.output
     renewal.amount_cents = 999
     db.session.commit()
+    first = orders(db)[0]
+    first.amount_discount_cents = 0  # as if TEST50 had never been applied
+    db.session.commit()
+    planted = audit(app)
+    assert planted.exit_code == 1
+    assert f"order {first.id}: booked a discount of 0, Stripe's is 499" in planted.output
+    first.amount_discount_cents = 499
+    db.session.commit()
 
     proration = next(o for o in orders(db) if o.kind == "proration")
     charge_id = next(c["id"] for c in stripe_state(app)["charges"].values() if c["amount"] == 2000)
     press(client, walked["portal"], f"/dev/portal/charges/{charge_id}/refund-half")
-    assert audit(app).exit_code == 0
+    after_refund = audit(app)
+    assert after_refund.exit_code == 0, after_refund.output
     [refund] = db.session.scalars(select(Refund)).all()
     assert (refund.order_id, refund.amount_cents) == (proration.id, 1000)
     db.session.delete(refund)

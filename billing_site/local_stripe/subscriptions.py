@@ -269,7 +269,9 @@ class SubscriptionsMixin:
         payments = []
         # Nothing due (a 100% code, a proration that nets to zero): paid with no charge.
         if invoice["amount_due"] > 0:
-            metadata = {**subscription["metadata"], "invoice": invoice["id"]}
+            # Stripe names no invoice on the charge (API 2025-03-31 on): invoice.payments
+            # ties them, so the books audit must pair them through the invoice.
+            metadata = dict(subscription["metadata"])
             intent = self._payment_intent(
                 state, invoice, status="succeeded", metadata=metadata, customer=invoice["customer"]
             )
