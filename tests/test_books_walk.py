@@ -201,3 +201,25 @@ def test_the_audit_finds_no_difference_then_each_planted_one(app, db, client, wa
     planted = audit(app)
     assert planted.exit_code == 1
     assert f"DIFF refund          {refund.stripe_refund_id}" in planted.output
+
+
+def test_a_renewal_announced_without_its_payments_is_booked_with_its_payment_intent(
+    app, db, client
+):
+    # Stripe's invoice.paid does not include invoice.payments; without the payment
+    # intent the renewal could be neither refunded nor paired with its charge.
+    from tests.stripe_events import post_event
+
+    log_in(client, make_user("renewer@example.com"))
+    subscribe_with_code(client, "basic", "FREE100")
+    subscription = db.session.scalars(select(Subscription)).one()
+    gateway = app.extensions["stripe_gateway"]
+    events = gateway.renew_subscription(subscription.stripe_subscription_id, deliver=False)
+    for event in events:
+        event["data"]["object"].pop("payments", None)
+        assert post_event(client, event).status_code == 200
+
+    [charge] = stripe_state(app)["charges"].values()
+    renewal = next(o for o in orders(db) if o.kind == "renewal")
+    assert (renewal.amount_cents, renewal.payment_intent_id) == (999, charge["payment_intent"])
+    assert audit(app).exit_code == 0

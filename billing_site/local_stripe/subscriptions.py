@@ -56,6 +56,12 @@ class SubscriptionsMixin:
             found = [s for s in state["subscriptions"].values() if s["customer"] == customer_id]
             return copy.deepcopy(sorted(found, key=lambda s: s["created"], reverse=True))
 
+    def list_invoice_payments(self, invoice_id: str) -> list[dict]:
+        # An invoice the stand-in never made (a test's own event) has no payments it knows.
+        with self._state() as state:
+            invoice = state["invoices"].get(invoice_id) or {}
+            return copy.deepcopy((invoice.get("payments") or {}).get("data") or [])
+
     def renew_subscription(
         self, subscription_id: str, *, succeed: bool = True, deliver: bool = True
     ) -> list[dict]:
