@@ -3,15 +3,19 @@
 `audit(since)` lists what Stripe holds for the window (paginated list calls; the
 local stand-in answers them too) and what the site booked (orders, refunds,
 disputes, the credits granted and clawed back), pairs them by Stripe id and
-names every difference. `compare` is pure: it takes both sides as values, so
+names every difference. A subscription's charges name no invoice (API
+2025-03-31 on): the invoices' payments tie each charge to the invoice its
+order was booked from, and the invoice's discount is checked against the order's. `compare` is pure: it takes both sides as values, so
 each rule is tested without Stripe or a database.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
+from billing_site.books import invoice_payment_intent, invoice_totals
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Dispute, Order, Refund
 from billing_site.stripe_gateway import current_gateway, stripe_id
@@ -34,11 +38,13 @@ class Booked:
     invoice_id: str | None
     live_credits: int  # credits still spendable from this order's lots
     granted_credits: int
+    currency: str = "usd"
+    discount_cents: int = 0
 
 
 @dataclass(frozen=True)
 class Difference:
-    kind: str  # unbooked_charge, no_charge, amount, refunded, credits, refund, dispute
+    kind: str  # unbooked_charge, no_charge, amount, discount, refunded, credits, refund, dispute
     stripe_id: str | None
     order_id: int | None
     message: str
@@ -74,14 +80,16 @@ def audit(since: int) -> Report:
     charges = gateway.list_charges(created_since=since)
     refunds = gateway.list_refunds(created_since=since)
     disputes = gateway.list_disputes(created_since=since)
+    invoices = gateway.list_invoices(created_since=since)
     moment = datetime.fromtimestamp(since, UTC)
     report = compare(
         charges,
         refunds,
         disputes,
-        booked_orders(moment, charges),
+        booked_orders(moment, charges, invoices),
         booked_refunds(),
         booked_disputes(),
+        invoices=invoices,
     )
     report.since = moment
     return report
@@ -90,12 +98,16 @@ def audit(since: int) -> Report:
 # --- the site's side -----------------------------------------------------------------
 
 
-def booked_orders(since: datetime, charges: list[dict]) -> list[Booked]:
-    """Orders paid in the window, and any older order one of these charges names."""
+def booked_orders(since: datetime, charges: list[dict], invoices: list[dict]) -> list[Booked]:
+    """Orders paid in the window, and any older order one of these charges or invoices names."""
     charge_ids = [c["id"] for c in charges]
     intent_ids = [i for i in (stripe_id(c.get("payment_intent")) for c in charges) if i]
     in_window = Order.status.in_(MONEY_STATUSES) & (Order.paid_at >= since)
-    named = Order.charge_id.in_(charge_ids) | Order.payment_intent_id.in_(intent_ids)
+    named = (
+        Order.charge_id.in_(charge_ids)
+        | Order.payment_intent_id.in_(intent_ids)
+        | Order.stripe_invoice_id.in_([i["id"] for i in invoices])
+    )
     orders = db.session.scalars(select(Order).where(in_window | named).order_by(Order.id)).all()
     credits = _credits_by_order([o.id for o in orders])
     return [_booked(order, *credits.get(order.id, (0, 0))) for order in orders]
@@ -110,10 +122,11 @@ def _booked(order: Order, granted: int, live: int) -> Booked:
         amount_refunded_cents=order.amount_refunded_cents,
         charge_id=order.charge_id,
         payment_intent_id=order.payment_intent_id,
-        # Books kept per invoice (renewals, prorations) name it; older orders do not.
-        invoice_id=getattr(order, "stripe_invoice_id", None),
+        invoice_id=order.stripe_invoice_id,
         live_credits=live,
         granted_credits=granted,
+        currency=order.currency,
+        discount_cents=order.amount_discount_cents or 0,
     )
 
 
@@ -149,6 +162,8 @@ def compare(
     orders: list[Booked],
     site_refunds: dict[str, Refund],
     site_disputes: dict[str, Dispute],
+    *,
+    invoices: Sequence[dict] = (),
 ) -> Report:
     """Every difference between Stripe's records and the books."""
     report = Report(
@@ -158,7 +173,7 @@ def compare(
         disputes=len(disputes),
         orders=len(orders),
     )
-    matched = _pair(charges, orders)
+    matched = _pair(charges, orders, invoices)
     report.matched = len(matched)
     for charge in charges:
         order = matched.get(charge["id"])
@@ -178,13 +193,18 @@ def compare(
                     f"booked as {order.status} {order.amount_cents} but Stripe has no charge for it",
                 )
             )
+    report.differences += _discount_differences(invoices, orders)
     report.differences += _refund_differences(refunds, site_refunds)
     report.differences += _dispute_differences(disputes, site_disputes)
     return report
 
 
-def _pair(charges: list[dict], orders: list[Booked]) -> dict[str, Booked]:
+def _pair(
+    charges: list[dict], orders: list[Booked], invoices: Sequence[dict] = ()
+) -> dict[str, Booked]:
     """Charge id → its order: by charge, payment intent, invoice, then the order in its metadata."""
+    # A subscription's charge is tied to its invoice only by the invoice's payments.
+    invoice_of_intent = {invoice_payment_intent(i): i["id"] for i in invoices}
     by_charge = {o.charge_id: o for o in orders if o.charge_id}
     by_intent = {o.payment_intent_id: o for o in orders if o.payment_intent_id}
     by_invoice = {o.invoice_id: o for o in orders if o.invoice_id}
@@ -196,7 +216,9 @@ def _pair(charges: list[dict], orders: list[Booked]) -> dict[str, Booked]:
     pairs: dict[str, Booked] = {}
     for charge in sorted(charges, key=lambda c: c.get("created") or 0):
         metadata = charge.get("metadata") or {}
-        invoice = stripe_id(charge.get("invoice")) or metadata.get("invoice")
+        intent = stripe_id(charge.get("payment_intent"))
+        invoice = invoice_of_intent.get(intent) if intent else None
+        invoice = invoice or stripe_id(charge.get("invoice"))  # API versions before 2025-03-31
         order = (
             by_charge.get(charge["id"])
             or by_intent.get(stripe_id(charge.get("payment_intent")) or "")
@@ -233,6 +255,8 @@ def _charge_differences(charge: dict, order: Booked) -> list[Difference]:
             differ("unpaid", f"booked as {order.status} but the charge is {charge.get('status')}")
     elif order.amount_cents != charge["amount"]:
         differ("amount", f"booked {order.amount_cents}, Stripe took {charge['amount']}")
+    elif order.currency.lower() != (charge.get("currency") or "").lower():
+        differ("amount", f"booked in {order.currency}, Stripe took {charge.get('currency')}")
     refunded = int(charge.get("amount_refunded") or 0)
     if order.amount_refunded_cents != refunded:
         differ("refunded", f"booked {order.amount_refunded_cents} refunded, Stripe {refunded}")
@@ -240,6 +264,23 @@ def _charge_differences(charge: dict, order: Booked) -> list[Difference]:
     if order.live_credits > 0 and (fully_refunded or not _took_money(charge)):
         why = "refunded" if fully_refunded else "unpaid"
         differ("credits", f"{order.live_credits} credit(s) still live for a {why} charge")
+    return found
+
+
+def _discount_differences(invoices: Sequence[dict], orders: list[Booked]) -> list[Difference]:
+    """A discount booked on an invoice's order that is not the invoice's own (TEST50, FREE100)."""
+    by_invoice = {o.invoice_id: o for o in orders if o.invoice_id}
+    found = []
+    for invoice in invoices:
+        order = by_invoice.get(invoice["id"])
+        discount = invoice_totals(invoice).discount
+        if (
+            order is not None
+            and invoice.get("status") == "paid"
+            and order.discount_cents != discount
+        ):
+            message = f"booked a discount of {order.discount_cents}, Stripe's is {discount}"
+            found.append(Difference("discount", invoice["id"], order.order_id, message))
     return found
 
 

@@ -139,6 +139,9 @@ def _copy_session_ids(order: Order, session: dict) -> None:
         stripe_id(session.get("subscription")) or order.stripe_subscription_id
     )
     order.stripe_customer_id = stripe_id(session.get("customer")) or order.stripe_customer_id
+    # A subscription's first invoice may have booked it first, and an invoice names
+    # its discounts only by id: the session is where the promotion code is.
+    order.promotion_code = order.promotion_code or books.session_totals(session).promotion_code
     invoice_id = stripe_id(session.get("invoice"))
     if invoice_id and order.stripe_invoice_id is None and not _invoice_booked(invoice_id):
         order.stripe_invoice_id = invoice_id

@@ -156,6 +156,7 @@ def _insert_invoice_order(invoice: dict, row: Subscription) -> tuple[Order, str]
 
 
 def _copy_invoice_ids(order: Order, invoice: dict) -> None:
+    invoice = _with_payments(invoice, order)
     order.payment_intent_id = order.payment_intent_id or books.invoice_payment_intent(invoice)
     order.charge_id = order.charge_id or books.invoice_charge(invoice)
     order.stripe_customer_id = order.stripe_customer_id or stripe_id(invoice.get("customer"))
@@ -165,6 +166,18 @@ def _copy_invoice_ids(order: Order, invoice: dict) -> None:
     order.period_end = order.period_end or end
     if order.kind != "pack":
         order.description = describe(order)
+
+
+def _with_payments(invoice: dict, order: Order) -> dict:
+    """The invoice with its payments: Stripe's invoice.paid does not include them, and
+    without the payment intent the payment could not be refunded nor its refunds found."""
+    if "payments" in invoice or order.payment_intent_id or not invoice.get("amount_paid"):
+        return invoice
+    from billing_site.stripe_gateway import current_gateway
+
+    # A GatewayError rolls the event back; the worker retries it.
+    payments = current_gateway().list_invoice_payments(invoice["id"])
+    return {**invoice, "payments": {"data": payments}}
 
 
 def _lock_by_invoice(invoice_id: str) -> Order | None:

@@ -338,6 +338,15 @@ class StripeGateway:
     def list_disputes(self, *, created_since: int) -> list[dict]:
         return self._list(self.client.v1.disputes.list, {"created": {"gte": created_since}})
 
+    def list_invoice_payments(self, invoice_id: str) -> list[dict]:
+        """An invoice's payments (invoice.paid does not include them)."""
+        return self._list(self.client.v1.invoice_payments.list, {"invoice": invoice_id})
+
+    def list_invoices(self, *, created_since: int) -> list[dict]:
+        # `payments` is not included by default; it is what ties an invoice to its charge.
+        params = {"created": {"gte": created_since}, "expand": ["data.payments"]}
+        return self._list(self.client.v1.invoices.list, params)
+
     def _list(self, method, params: dict) -> list[dict]:
         """Every object of a list call, page after page (100 a page)."""
         try:

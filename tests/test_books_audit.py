@@ -93,6 +93,44 @@ def test_a_refund_or_dispute_the_site_never_booked_is_a_difference():
     assert kinds(report) == ["refund", "dispute"]
 
 
+def invoice(invoice_id="in_1", intent="pi_ch_1", discount=0, **fields) -> dict:
+    """A paid invoice with its payments expanded, as the audit lists them."""
+    return {
+        "id": invoice_id,
+        "status": "paid",
+        "currency": "usd",
+        "subtotal": 2000 + discount,
+        "total": 2000,
+        "total_discount_amounts": [{"amount": discount, "discount": "di_1"}] if discount else [],
+        "payments": {"data": [{"payment": {"type": "payment_intent", "payment_intent": intent}}]},
+        **fields,
+    }
+
+
+def test_a_renewal_charge_naming_no_invoice_is_paired_through_the_invoices_payments():
+    # Stripe's invoice.paid does not include `payments`: the renewal was booked
+    # by its invoice id alone, and since API 2025-03-31 the charge names no invoice.
+    renewal = booked(kind="renewal", charge_id=None, payment_intent_id=None, invoice_id="in_1")
+
+    report = compare([charge()], [], [], [renewal], {}, {}, invoices=[invoice()])
+
+    assert report.differences == [] and report.matched == 1
+
+
+def test_a_discount_booked_unlike_the_invoices_is_a_difference():
+    first = booked(kind="subscription", invoice_id="in_1", discount_cents=0)
+
+    report = compare([charge()], [], [], [first], {}, {}, invoices=[invoice(discount=2000)])
+
+    assert kinds(report) == ["discount"]
+    assert report.differences[0].message == "booked a discount of 0, Stripe's is 2000"
+
+
+def test_a_charge_in_another_currency_than_booked_is_a_difference():
+    report = compare([charge(currency="eur")], [], [], [booked()], {}, {})
+    assert kinds(report) == ["amount"]
+
+
 # --- through the stand-in and the command ---------------------------------------------
 
 

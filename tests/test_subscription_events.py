@@ -290,11 +290,32 @@ def test_invoice_without_tier_metadata_asks_stripe_for_the_subscription(make_app
         sub = subscription(user, sub_id="sub_from_api", metadata={})  # tier found by price
         stripe_api.get("https://api.stripe.com/v1/subscriptions/sub_from_api", json=sub)
 
+        # invoice.paid does not include the invoice's payments: the site asks for them.
+        stripe_api.get(
+            "https://api.stripe.com/v1/invoice_payments",
+            json={
+                "object": "list",
+                "data": [
+                    {
+                        "object": "invoice_payment",
+                        "invoice": "in_lookup",
+                        "payment": {"type": "payment_intent", "payment_intent": "pi_lookup"},
+                        "status": "paid",
+                    }
+                ],
+                "has_more": False,
+                "url": "/v1/invoice_payments",
+            },
+        )
         paid = invoice(user, invoice_id="in_lookup", sub_id="sub_from_api", metadata={})
+        paid.pop("payments", None)
         outcome = deliver(app.test_client(), "invoice.paid", paid)
 
         assert outcome == "granted 200"
-        assert len(stripe_api.calls) == 1
+        assert len(stripe_api.calls) == 2
+        assert "invoice=in_lookup" in stripe_api.calls[1].request.url
+        booked = _db.session.scalars(select(Order).where(Order.stripe_invoice_id == "in_lookup"))
+        assert booked.one().payment_intent_id == "pi_lookup"
         assert stripe_api.calls[0].request.headers["Authorization"] == (
             "Bearer sk_test_webhook_suite"
         )

@@ -161,7 +161,11 @@ def _proration_lines(subscription: dict, price: dict, when: int, stage: str) -> 
     """Stripe's two proration lines: unused time on the old Price, remaining time on the new."""
     item = subscription["items"]["data"][0]
     start, end = item["current_period_start"], item["current_period_end"]
-    share = max(end - when, 0) / max(end - start, 1)
+    # The stand-in's renewals move the period on without the clock: a change made
+    # "now" falls inside the period being paid for, never before it (Stripe's
+    # proration_date is always within the current period).
+    when = min(max(when, start), end)
+    share = (end - when) / max(end - start, 1)
     old = item["price"]
     return [
         _line(subscription, old, -round(old["unit_amount"] * share), when, end, "Unused time on"),

@@ -18,6 +18,9 @@ class RefundsMixin:
     def list_disputes(self, *, created_since: int) -> list[dict]:
         return self._listed(state_key="disputes", created_since=created_since)
 
+    def list_invoices(self, *, created_since: int) -> list[dict]:
+        return self._listed(state_key="invoices", created_since=created_since)
+
     def _listed(self, *, state_key: str, created_since: int) -> list[dict]:
         # Newest first, as Stripe lists them.
         with self._state() as state:

@@ -58,6 +58,12 @@ class SubscriptionsMixin:
             found = [s for s in state["subscriptions"].values() if s["customer"] == customer_id]
             return copy.deepcopy(sorted(found, key=lambda s: s["created"], reverse=True))
 
+    def list_invoice_payments(self, invoice_id: str) -> list[dict]:
+        # An invoice the stand-in never made (a test's own event) has no payments it knows.
+        with self._state() as state:
+            invoice = state["invoices"].get(invoice_id) or {}
+            return copy.deepcopy((invoice.get("payments") or {}).get("data") or [])
+
     def renew_subscription(
         self, subscription_id: str, *, succeed: bool = True, deliver: bool = True
     ) -> list[dict]:
@@ -271,7 +277,9 @@ class SubscriptionsMixin:
         payments = []
         # Nothing due (a 100% code, a proration that nets to zero): paid with no charge.
         if invoice["amount_due"] > 0:
-            metadata = {**subscription["metadata"], "invoice": invoice["id"]}
+            # Stripe names no invoice on the charge (API 2025-03-31 on): invoice.payments
+            # ties them, so the books audit must pair them through the invoice.
+            metadata = dict(subscription["metadata"])
             intent = self._payment_intent(
                 state, invoice, status="succeeded", metadata=metadata, customer=invoice["customer"]
             )
