@@ -15,6 +15,7 @@ one row) called the same way. Paths:
     account10        GET /account, a customer with 10 ledger entries
     account100k      GET /account, a customer with 100,000 ledger entries
     generate         POST /api/v1/generations, the built-in generator
+    webhook          POST /stripe/webhook storing a new paid-checkout event (verify + insert)
     worker           the worker applying one stored checkout.session.completed (a pack
                      order paid), claimed and committed as `flask worker` does; the
                      events are stored through POST /stripe/webhook beforehand, unmeasured
@@ -42,7 +43,7 @@ from tests import servers
 
 WEBHOOK_SECRET = "whsec_profile_secret"
 CSRF_META = re.compile(r'name="csrf-token" content="([^"]+)"')
-PATHS = ("floor", "account10", "account100k", "generate", "worker")
+PATHS = ("floor", "webhook", "account10", "account100k", "generate", "worker")
 TARGETS = {
     "account10": 6.0,
     "generate": 5.0,
@@ -170,7 +171,16 @@ class Paths:
         }
         self.generation_number = 0
         self.site_client = self.app.test_client()
-        self.pending_orders: list[dict] = []
+        self.unsent_events: list[str] = []
+
+    def prepare(self, path: str, count: int) -> None:
+        """Seed what `count` requests of `path` will use up, before they are measured."""
+        if path == "worker":
+            self.store_events(count)
+        elif path == "webhook":
+            with self.app.app_context():
+                orders = seed.create_pending_orders(count, batch=f"hook{time.monotonic_ns()}x")
+            self.unsent_events += [seed.checkout_completed_event(order) for order in orders]
 
     def store_events(self, count: int) -> None:
         """Store `count` paid-checkout events through the webhook, for "worker" to apply."""
@@ -227,6 +237,14 @@ class Paths:
                 headers={"X-CSRFToken": self.clients[path].csrf_token},
             )
             expected = 201
+        elif path == "webhook":
+            payload = self.unsent_events.pop()
+            answer = self.site_client.post(
+                "/stripe/webhook",
+                data=payload,
+                headers=seed.signed_headers(payload, WEBHOOK_SECRET),
+            )
+            expected = 200
         elif path == "worker":
             from billing_site.worker import queue
 
@@ -242,8 +260,7 @@ class Paths:
             raise RuntimeError(f"{path}: {answer.status_code} {answer.get_data(as_text=True)}")
 
     def measure(self, path: str, requests: int) -> Measurement:
-        if path == "worker":
-            self.store_events(max(10, requests // 10) + requests)
+        self.prepare(path, max(10, requests // 10) + requests)
         for _ in range(max(10, requests // 10)):  # warm-up: caches, prepared statements
             self.request(path)
         counter = self.counter_for(path)
@@ -265,8 +282,7 @@ class Paths:
     def show_statements(self, path: str) -> None:
         counter = self.counter_for(path)
         print(f"\nthe statements of one {path} request:")
-        if path == "worker":
-            self.store_events(1)
+        self.prepare(path, 1)
         counter.echo = True
         try:
             self.request(path)
@@ -275,8 +291,7 @@ class Paths:
 
     def profile(self, path: str, requests: int, top: int) -> None:
         # CPU time, not wall time: waiting for PostgreSQL is not this process's cost.
-        if path == "worker":
-            self.store_events(requests)
+        self.prepare(path, requests)
         profiler = cProfile.Profile(time.process_time)
         profiler.enable()
         for _ in range(requests):

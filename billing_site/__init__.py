@@ -39,7 +39,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     configure_logging(app)
     register_extensions(app)
     refuse_hostile_input(app)
-    limit_request_bodies(app)
+    answer_stripe_without_the_page_hooks(app)
+    limit_request_bodies(app)  # outside the webhook lane: its read deadline covers it too
     install_edge_rules(app)
     register_blueprints(app)
     register_error_handlers(app)
@@ -70,6 +71,12 @@ def refuse_hostile_input(app: Flask) -> None:
     from billing_site.input_edges import install_input_edges
 
     install_input_edges(app)
+
+
+def answer_stripe_without_the_page_hooks(app: Flask) -> None:
+    from billing_site.webhook.lane import install_webhook_lane
+
+    install_webhook_lane(app)
 
 
 def limit_request_bodies(app: Flask) -> None:

@@ -70,13 +70,18 @@ def configure(app: Flask) -> None:
     _register_request_id(app)
 
 
+def request_id_from(sent: str) -> str:
+    """The id a trusted proxy sent, if it is one we accept; otherwise a new one."""
+    return sent if VALID_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+
+
 def _register_request_id(app: Flask) -> None:
     trusted = app.config.get("TRUSTED_PROXIES", 0) > 0
 
     @app.before_request
     def assign_request_id():
         sent = request.headers.get(REQUEST_ID_HEADER, "") if trusted else ""
-        g.request_id = sent if VALID_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        g.request_id = request_id_from(sent)
 
     @app.after_request
     def send_request_id(response):

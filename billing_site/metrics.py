@@ -119,11 +119,14 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def count_request(response):
         started = g.pop("metrics_started", None)
-        endpoint = request.endpoint or "none"
-        HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
-        if started is not None:
-            HTTP_LATENCY.labels(request.method, endpoint).observe(time.perf_counter() - started)
+        observe_request(request.method, request.endpoint or "none", response.status_code, started)
         return response
+
+
+def observe_request(method: str, endpoint: str, status: int, started: float | None) -> None:
+    HTTP_REQUESTS.labels(method, endpoint, str(status)).inc()
+    if started is not None:
+        HTTP_LATENCY.labels(method, endpoint).observe(time.perf_counter() - started)
 
 
 class StateCollector:

@@ -349,3 +349,27 @@ def test_webhook_is_exempt_from_rate_limits_that_hold_elsewhere(make_app):
         assert pages == [200, 200, 429]
         assert fresh(db, User, user.id).balance == 100
         db.session.remove()
+
+
+# --- the webhook's own lane (billing_site/webhook/lane.py) -------------------------------
+
+
+def test_the_webhook_answers_without_a_session_cookie_and_with_a_request_id(db, client):
+    from billing_site.metrics import HTTP_REQUESTS
+
+    counted = HTTP_REQUESTS.labels("POST", "webhook.receive_event", "200")
+    before = counted._value.get()
+    _user, _order, event = paid_order_event(db)
+
+    stored = post_event(client, event, apply=False)
+    refused = post_raw(client, b"{}", "t=1,v1=nope")
+
+    assert stored.status_code == 200 and refused.status_code == 400
+    for answer in (stored, refused):
+        assert "Set-Cookie" not in answer.headers
+        assert len(answer.headers["X-Request-ID"]) == 32
+    assert counted._value.get() == before + 1
+    # Other methods still go through the site: a GET is 405, in the site's JSON shape.
+    not_allowed = client.get("/stripe/webhook")
+    assert not_allowed.status_code == 405
+    assert not_allowed.get_json()["error"] == "method_not_allowed"

@@ -15,7 +15,8 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
 
 from billing_site import credits
 from billing_site.extensions import db as _db
@@ -275,20 +276,20 @@ def test_a_webhook_while_the_database_is_down_answers_503_in_the_flat_shape(make
     assert "Traceback" not in response.get_data(as_text=True)
 
 
-def test_a_connection_lost_before_the_commit_answers_503_and_stores_nothing(
-    db, client, monkeypatch
-):
+def test_a_connection_lost_before_the_commit_answers_503_and_stores_nothing(db, client):
     user = make_user()
     event = make_event("checkout.session.completed", checkout_session(make_order(user, "pro")))
 
-    def connection_dies(*args):
+    def connection_dies(connection, cursor, statement, *args):
         # The row is inserted (not committed) when the connection goes away.
-        _db.session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
-        return True
+        if "INSERT INTO stripe_events" in statement:
+            connection.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
 
-    monkeypatch.setattr(services, "_on_postgresql", connection_dies)
-    failed = post_event(client, event)
-    monkeypatch.undo()
+    sa_event.listen(_db.engine, "after_cursor_execute", connection_dies)
+    try:
+        failed = post_event(client, event)
+    finally:
+        sa_event.remove(_db.engine, "after_cursor_execute", connection_dies)
 
     assert failed.status_code == 503
     assert count(StripeEvent) == 0  # nothing half-written: Stripe's retry starts afresh

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
+from sqlalchemy import bindparam, func, select
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, text
 from sqlalchemy.orm import undefer
 
 from billing_site import metrics, notifications
@@ -65,15 +65,8 @@ def receive_event(event: dict) -> bool:
     """Store a verified event as queued and commit; False when its id was stored before."""
     now = utcnow()
     values = _event_row(event) | {"status": "queued", "attempts": 0, "next_attempt_at": now}
-    table = StripeEvent.__table__
-    statement = (
-        dialect_insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-    )
     try:
-        stored = db.session.execute(statement, values).first() is not None
-        if stored and _on_postgresql():
-            # Delivered to LISTENing workers when (and only if) the insert commits.
-            db.session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        stored = db.session.execute(_store_statement(), values).first() is not None
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -93,6 +86,35 @@ def receive_event(event: dict) -> bool:
 
 def _on_postgresql() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
+
+
+STORED_COLUMNS = (
+    "id", "type", "object_id", "payment_intent_id", "created", "payload",
+    "status", "attempts", "received_at", "next_attempt_at",
+)  # fmt: skip
+_store_statements: dict[str, object] = {}
+
+
+def _store_statement():
+    """The INSERT of an event row, built once per dialect with bound parameters
+    (building it costs more than running it)."""
+    dialect = db.session.get_bind().dialect.name
+    if dialect not in _store_statements:
+        table = StripeEvent.__table__
+        insert = (
+            dialect_insert(table)
+            .values({name: bindparam(name, type_=table.c[name].type) for name in STORED_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(table.c.id)
+        )
+        if dialect == "postgresql":
+            # One round trip: NOTIFY the LISTENing workers only if a row was
+            # inserted; PostgreSQL delivers it when (and only if) that commits.
+            inserted = insert.cte("inserted")
+            notify = func.pg_notify(NOTIFY_CHANNEL, "")
+            insert = select(inserted.c.id, notify).select_from(inserted)
+        _store_statements[dialect] = insert  # SQLite: one polling worker, nobody LISTENs
+    return _store_statements[dialect]
 
 
 def _event_row(event: dict) -> dict:
