@@ -99,6 +99,16 @@ def in_loop(engine, pid: int) -> bool:
         ).scalar_one()
 
 
+def pause(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGSTOP)
+
+
+def resume(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGCONT)
+
+
 def stop(workers: list[subprocess.Popen]) -> None:
     for worker in workers:
         if worker.poll() is None:
