@@ -314,3 +314,18 @@ def test_asking_is_limited_per_email_address_from_any_client(app):
         assert "Too many requests" in refused.get_data(as_text=True)
         assert int(refused.headers["Retry-After"]) > 0
         assert len(outbox()) == emails_sent  # the inbox is not flooded
+
+
+def test_the_request_sends_no_mail_and_logs_no_link_the_worker_sends_it(client, db, caplog):
+    from billing_site.worker.jobs import JOBS
+
+    make_user("ada@example.com")
+    with caplog.at_level("INFO"):
+        ask_for_link(client, "ada@example.com")
+
+    [email] = outbox()
+    # Not sent by the request: a known and an unknown address take the same time.
+    assert email.status == "queued"
+    assert "/auth/reset/" not in caplog.text  # the link is a key to the account
+    assert JOBS["send-emails"].run() == "1 stored"  # no mail server here: kept for /dev/mail
+    assert outbox()[0].status == "stored"

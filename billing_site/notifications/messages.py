@@ -303,6 +303,7 @@ def account_notice(
     action_label: str | None = None,
     action_url: str | None = None,
     user_id: int | None = None,
+    send_after_commit: bool = True,
 ) -> int | None:
     """A message about the account itself (verify your address, reset your password, …)."""
     return queue(
@@ -316,6 +317,7 @@ def account_notice(
         paragraphs=paragraphs,
         action_label=action_label,
         action_url=action_url,
+        send_after_commit=send_after_commit,
     )
 
 

@@ -79,9 +79,14 @@ def queue(
     subject: str,
     template: str,
     user_id: int | None = None,
+    send_after_commit: bool = True,
     **context,
 ) -> int | None:
-    """Queue a message in the caller's transaction, once per cause; the new id, or None."""
+    """Queue a message in the caller's transaction, once per cause; the new id, or None.
+
+    It is sent right after that transaction commits, or with `send_after_commit=False`
+    by the worker's next `send-emails` run, when how long the request takes must not
+    depend on whether an email went out."""
     values = {
         "cause_key": cause_key,
         "kind": kind,
@@ -105,7 +110,8 @@ def queue(
     row = db.session.execute(statement).first()
     if row is None:
         return None  # this cause already has its message
-    db.session.info.setdefault(PENDING, []).append(row.id)
+    if send_after_commit:
+        db.session.info.setdefault(PENDING, []).append(row.id)
     log.info("email queued id=%s kind=%s cause=%s user_id=%s", row.id, kind, cause_key, user_id)
     return row.id
 
