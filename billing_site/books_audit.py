@@ -11,7 +11,7 @@ each rule is tested without Stripe or a database.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -44,7 +44,9 @@ class Booked:
 
 @dataclass(frozen=True)
 class Difference:
-    kind: str  # unbooked_charge, no_charge, amount, discount, refunded, credits, refund, dispute
+    # unbooked_charge, no_charge, amount, discount, refunded, credits, refund,
+    # refund_not_at_stripe, dispute
+    kind: str
     stripe_id: str | None
     order_id: int | None
     message: str
@@ -90,6 +92,7 @@ def audit(since: int) -> Report:
         booked_refunds(),
         booked_disputes(),
         invoices=invoices,
+        since=moment,
     )
     report.since = moment
     return report
@@ -164,6 +167,7 @@ def compare(
     site_disputes: dict[str, Dispute],
     *,
     invoices: Sequence[dict] = (),
+    since: datetime | None = None,
 ) -> Report:
     """Every difference between Stripe's records and the books."""
     report = Report(
@@ -195,6 +199,8 @@ def compare(
             )
     report.differences += _discount_differences(invoices, orders)
     report.differences += _refund_differences(refunds, site_refunds)
+    if since is not None:
+        report.differences += _refunds_stripe_never_made(refunds, site_refunds, since)
     report.differences += _dispute_differences(disputes, site_disputes)
     return report
 
@@ -297,6 +303,29 @@ def _refund_differences(refunds: list[dict], booked: dict[str, Refund]) -> list[
             message = f"booked {row.status} {row.amount_cents}, Stripe succeeded {refund['amount']}"
             found.append(Difference("refund", refund["id"], row.order_id, message))
     return found
+
+
+# A booked refund is written before Stripe is asked, so Stripe's own record of it is
+# a little younger: the window's first minutes are left to the previous audit.
+REFUND_WINDOW_MARGIN = timedelta(minutes=5)
+
+
+def _refunds_stripe_never_made(
+    refunds: list[dict], booked: dict[str, Refund], since: datetime
+) -> list[Difference]:
+    """Refunds the books say succeeded in the window that Stripe has no record of."""
+    at_stripe = {refund["id"] for refund in refunds}
+    start = since + REFUND_WINDOW_MARGIN
+    return [
+        Difference(
+            "refund_not_at_stripe",
+            refund_id,
+            row.order_id,
+            f"booked a refund of {row.amount_cents} that Stripe never made",
+        )
+        for refund_id, row in booked.items()
+        if row.status == "succeeded" and row.created_at >= start and refund_id not in at_stripe
+    ]
 
 
 def _dispute_differences(disputes: list[dict], booked: dict[str, Dispute]) -> list[Difference]:

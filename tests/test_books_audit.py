@@ -93,6 +93,30 @@ def test_a_refund_or_dispute_the_site_never_booked_is_a_difference():
     assert kinds(report) == ["refund", "dispute"]
 
 
+def test_a_refund_booked_in_the_window_that_stripe_never_made_is_a_difference():
+    from datetime import UTC, datetime, timedelta
+
+    from billing_site.models import Refund
+
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    made = Refund(
+        order_id=1, amount_cents=500, status="succeeded", created_at=since + timedelta(days=1)
+    )
+    invented = Refund(order_id=1, amount_cents=700, status="succeeded", created_at=made.created_at)
+    older = Refund(order_id=1, amount_cents=900, status="succeeded", created_at=since)
+    failed = Refund(order_id=1, amount_cents=300, status="failed", created_at=made.created_at)
+    booked_refunds = {"re_1": made, "re_2": invented, "re_old": older, "re_3": failed}
+    at_stripe = [{"id": "re_1", "amount": 500, "charge": "ch_1", "status": "succeeded"}]
+
+    report = compare(
+        [charge(refunded=500)], at_stripe, [], [booked(refunded=500)], booked_refunds, {},
+        since=since,
+    )  # fmt: skip
+
+    assert [(d.kind, d.stripe_id) for d in report.differences] == [("refund_not_at_stripe", "re_2")]
+    assert "booked a refund of 700 that Stripe never made" in report.differences[0].message
+
+
 def invoice(invoice_id="in_1", intent="pi_ch_1", discount=0, **fields) -> dict:
     """A paid invoice with its payments expanded, as the audit lists them."""
     return {
