@@ -113,3 +113,23 @@ def logged_in(client, app, user_id: int) -> None:
     """Log `client` in as the user with `user_id` (outside any app context)."""
     with app.app_context():
         log_in(client, db.session.get(User, user_id))
+
+
+def verification_path(client) -> str:
+    """The path of the link the last verification email carries (its text, as a reader sees it).
+
+    Read from the outbox, as a person reads their inbox: the link is never logged.
+    """
+    import re
+
+    from sqlalchemy import select
+
+    from billing_site.models import OutboundEmail
+
+    with client.application.app_context():
+        email = db.session.scalars(
+            select(OutboundEmail)
+            .where(OutboundEmail.kind == "verify_email")
+            .order_by(OutboundEmail.id.desc())
+        ).first()
+        return re.search(r"https?://[^/\s]+(/auth/verify/\S+)", email.text_body).group(1)

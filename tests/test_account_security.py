@@ -9,19 +9,13 @@ import logging
 import re
 import time
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import pytest
 from itsdangerous.timed import TimestampSigner
 
 from billing_site.models import User
 from tests.conftest import TEST_PASSWORD, csrf_token_from
-from tests.factories import make_user
-
-
-def verification_path(caplog) -> str:
-    records = [r for r in caplog.records if r.getMessage().startswith("verification email")]
-    return urlsplit(records[-1].getMessage().rsplit("link=", 1)[1]).path
+from tests.factories import make_user, verification_path
 
 
 def badge_number(html: str) -> int:
@@ -166,7 +160,7 @@ def test_free_credits_wait_for_verification_and_show_on_the_first_page(auth, cli
     assert "Verify your email to get your 10 free credits" in page
     assert fresh_user(db, "ada@example.com").balance == 0
 
-    landing = client.get(verification_path(caplog))
+    landing = client.get(verification_path(client))
 
     first_page = client.get(landing.headers["Location"]).get_data(as_text=True)
     assert badge_number(first_page) == 10
@@ -179,7 +173,7 @@ def test_the_link_is_used_once_and_expires(auth, app, client, db, caplog, monkey
     caplog.set_level(logging.INFO, logger="billing_site.auth.emails")
     with signed_ago(monkeypatch, timedelta(hours=49)):
         auth.signup(email="ada@example.com")
-    expired = client.get(verification_path(caplog))
+    expired = client.get(verification_path(client))
     assert expired.status_code == 400
     assert "expired or is not valid" in expired.get_data(as_text=True)
     assert fresh_user(db, "ada@example.com").email_verified_at is None
@@ -187,7 +181,7 @@ def test_the_link_is_used_once_and_expires(auth, app, client, db, caplog, monkey
     auth.login()
     token = csrf_token_from(client.get("/account").get_data(as_text=True))
     client.post("/auth/verify/resend", data={"csrf_token": token})
-    path = verification_path(caplog)
+    path = verification_path(client)
     assert client.get(path).status_code == 302
     assert fresh_user(db, "ada@example.com").balance == 10
     # A second use does not log anyone in.

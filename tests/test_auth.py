@@ -2,7 +2,6 @@
 
 import logging
 import re
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -11,7 +10,7 @@ from billing_site.auth import services
 from billing_site.auth.services import safe_next_url
 from billing_site.models import User
 from tests.conftest import TEST_PASSWORD, csrf_token_from
-from tests.factories import make_user
+from tests.factories import make_user, verification_path
 
 
 def users(db) -> list[User]:
@@ -29,12 +28,6 @@ def field_error_text(html: str) -> str:
 # --- signing up ----------------------------------------------------------------------
 
 
-def verification_link_from(caplog) -> str:
-    """The link the verification email carries (emails are logged for now)."""
-    [record] = [r for r in caplog.records if r.getMessage().startswith("verification email")]
-    return urlsplit(record.getMessage().rsplit("link=", 1)[1]).path
-
-
 def test_signup_creates_a_normalised_account_and_asks_to_verify(auth, client, db, caplog):
     caplog.set_level(logging.INFO, logger="billing_site.auth.emails")
     response = auth.signup(email="  Ada.Lovelace@Example.COM ")
@@ -47,8 +40,10 @@ def test_signup_creates_a_normalised_account_and_asks_to_verify(auth, client, db
     assert TEST_PASSWORD not in user.password_hash
     assert user.email_verified_at is None
     assert "Log out" not in client.get("/pricing").get_data(as_text=True)
+    assert "verification email to=ada.lovelace@example.com" in caplog.text
+    assert "/auth/verify/" not in caplog.text  # whoever holds the link can verify
 
-    landing = client.get(verification_link_from(caplog))
+    landing = client.get(verification_path(client))
 
     assert landing.status_code == 302
     page = client.get(landing.headers["Location"]).get_data(as_text=True)
@@ -66,7 +61,7 @@ def test_signup_goes_to_a_safe_next_page_after_verifying(client, db, caplog):
         "csrf_token": token,
     }
     client.post("/auth/signup?next=/account", data=data)
-    response = client.get(verification_link_from(caplog))
+    response = client.get(verification_path(client))
     assert response.status_code == 302
     assert response.headers["Location"] == "/account"
 
