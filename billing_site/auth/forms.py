@@ -62,31 +62,9 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
 
 
-class ChangePasswordForm(FlaskForm):
-    current_password = PasswordField(
-        "Current password", validators=[InputRequired("Enter your current password.")]
-    )
-    password = PasswordField("New password", validators=NEW_PASSWORD_VALIDATORS)
-    password_confirm = PasswordField(
-        "Confirm new password",
-        validators=[
-            InputRequired("Type the new password again."),
-            EqualTo("password", message="The two passwords do not match."),
-        ],
-    )
-
-    def __init__(self, account_email: str, **kwargs):
-        super().__init__(**kwargs)
-        self.account_email = account_email
-
-
-class RequestResetForm(FlaskForm):
-    email = EmailField(
-        "Email", validators=[InputRequired("Enter your email address."), normalised_email]
-    )
-
-
 class ResetPasswordForm(FlaskForm):
+    """A new password for an account, typed twice (the reset link's form)."""
+
     password = PasswordField("New password", validators=NEW_PASSWORD_VALIDATORS)
     password_confirm = PasswordField(
         "Confirm new password",
@@ -99,6 +77,20 @@ class ResetPasswordForm(FlaskForm):
     def __init__(self, account_email: str, **kwargs):
         super().__init__(**kwargs)
         self.account_email = account_email  # strong_password refuses the email itself
+
+
+class ChangePasswordForm(ResetPasswordForm):
+    """The same, from a logged-in person who knows the current one."""
+
+    current_password = PasswordField(
+        "Current password", validators=[InputRequired("Enter your current password.")]
+    )
+
+
+class RequestResetForm(FlaskForm):
+    email = EmailField(
+        "Email", validators=[InputRequired("Enter your email address."), normalised_email]
+    )
 
 
 class ButtonForm(FlaskForm):
