@@ -17,11 +17,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, case, event, func, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from billing_site import metrics
-from billing_site.extensions import db
+from billing_site.extensions import db, insert_once
 from billing_site.models import CreditLot, LedgerEntry, User, utcnow
 
 # Spend order for lots expiring at the same moment: monthly allowances first,
@@ -115,31 +115,36 @@ def grant(
     if credits <= 0:
         raise ValueError("a grant must be positive")
     user = lock_user(user_id)
-    if find_lot(source, source_ref) is not None:
+    paying_off = _debt_to_pay_off(user, credits)
+    now = utcnow()
+    lot_values = {
+        "user_id": user.id,
+        "source": source,
+        "source_ref": source_ref,
+        "order_id": order_id,
+        "credits_granted": credits,
+        "credits_remaining": credits - paying_off,
+        "expires_at": expires_at,
+        "created_at": now,
+    }
+    # The unique (source, source_ref) makes the insert itself the once-only check.
+    lot_id = _run(_insert_lot_statement(), lot_values).scalar()
+    if lot_id is None:
         return None
-    lot = CreditLot(
-        user_id=user.id,
-        source=source,
-        source_ref=source_ref,
-        order_id=order_id,
-        credits_granted=credits,
-        credits_remaining=credits,
-        expires_at=expires_at,
-    )
-    db.session.add(lot)
-    db.session.flush()
-    lot.credits_remaining -= _pay_off_debt(user, credits)
+    if paying_off:
+        _debt_lot(user).credits_remaining += paying_off
     _note_expiry(user, expires_at)
     _write_entry(
         user,
         kind,
         credits,
-        lot=lot,
+        lot_id=lot_id,
         order_id=order_id,
         stripe_event_id=stripe_event_id,
         reference=reference or f"{source}:{source_ref}",
         note=note,
     )
+    lot = _persistent(CreditLot(id=lot_id, **lot_values))
     metrics.CREDITS_GRANTED.labels(source=source).inc(credits)
     money_log.info(
         "money %s user_id=%s credits=%s source=%s source_ref=%s order_id=%s "
@@ -410,6 +415,13 @@ def _debt_lot(user: User) -> CreditLot:
     return lot
 
 
+def _debt_to_pay_off(user: User, available: int) -> int:
+    """How many of `available` incoming credits the debt lot would take (none written)."""
+    if user.balance >= 0:
+        return 0
+    return min(available, -_debt_lot(user).credits_remaining)
+
+
 def _pay_off_debt(user: User, available: int) -> int:
     """Move up to `available` incoming credits into the debt lot; return how many."""
     if user.balance >= 0:
@@ -426,16 +438,61 @@ def _note_expiry(user: User, expires_at: datetime | None) -> None:
 
 
 def _write_entry(
-    user: User, kind: str, delta: int, *, lot: CreditLot | None = None, **fields
+    user: User,
+    kind: str,
+    delta: int,
+    *,
+    lot: CreditLot | None = None,
+    lot_id: int | None = None,
+    **fields,
 ) -> None:
     user.balance += delta
-    db.session.add(
-        LedgerEntry(
-            user_id=user.id,
-            kind=kind,
-            delta=delta,
-            balance_after=user.balance,
-            lot_id=lot.id if lot is not None else None,
-            **fields,
-        )
+    entry = dict.fromkeys(ENTRY_COLUMNS)
+    entry.update(
+        fields,
+        user_id=user.id,
+        kind=kind,
+        delta=delta,
+        balance_after=user.balance,
+        lot_id=lot.id if lot is not None else lot_id,
+        created_at=utcnow(),
     )
+    _run(INSERT_ENTRY, entry)
+
+
+# The ledger's inserts as Core statements on the tables, built once: a row needs no
+# ORM object (the ledger never reads an entry back in the transaction that wrote
+# it), and they run on the session's connection without an autoflush, so the
+# user's and the order's changes are flushed once, at the commit.
+ENTRY_COLUMNS = (
+    "user_id", "kind", "delta", "balance_after", "lot_id", "order_id",
+    "stripe_event_id", "reference", "note", "created_at",
+)  # fmt: skip
+INSERT_ENTRY = insert(LedgerEntry.__table__).values(
+    {name: bindparam(name, type_=LedgerEntry.__table__.c[name].type) for name in ENTRY_COLUMNS}
+)
+LOT_COLUMNS = (
+    "user_id", "source", "source_ref", "order_id", "credits_granted", "credits_remaining",
+    "expires_at", "created_at",
+)  # fmt: skip
+_insert_lot_statements = {}  # dialect name → INSERT … ON CONFLICT DO NOTHING RETURNING id
+
+
+def _insert_lot_statement():
+    dialect = db.session.get_bind().dialect.name
+    if dialect not in _insert_lot_statements:
+        _insert_lot_statements[dialect] = insert_once(
+            CreditLot.__table__, LOT_COLUMNS, "source", "source_ref"
+        )
+    return _insert_lot_statements[dialect]
+
+
+def _run(statement, values: dict):
+    return db.session.connection().execute(statement, values)
+
+
+def _persistent(lot: CreditLot) -> CreditLot:
+    """The lot just inserted, as the session's object for its row, without reading it back."""
+    make_transient_to_detached(lot)
+    db.session.add(lot)
+    return lot

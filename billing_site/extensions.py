@@ -6,7 +6,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, bindparam
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase
@@ -40,3 +40,15 @@ def dialect_insert(table):
     """INSERT for the session's dialect: both offer ON CONFLICT (SQLite in dev, PostgreSQL)."""
     dialect = db.session.get_bind().dialect.name
     return postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+
+
+def insert_once(table, columns, *unique_columns):
+    """INSERT of `columns` as bound parameters that does nothing when the unique key
+    `unique_columns` is taken, RETURNING the new id: built once by the caller and
+    kept (building a statement costs about as much as running it)."""
+    return (
+        dialect_insert(table)
+        .values({name: bindparam(name, type_=table.c[name].type) for name in columns})
+        .on_conflict_do_nothing(index_elements=list(unique_columns))
+        .returning(table.c.id)
+    )

@@ -13,6 +13,7 @@ from billing_site.extensions import db as _db
 from billing_site.models import Order, OutboundEmail, utcnow
 from billing_site.notifications import send_due_emails
 from billing_site.notifications.outbox import MAX_ATTEMPTS, mail_settings, retry_delay
+from tests.conftest import csrf_token_from
 from tests.factories import make_order, make_user
 from tests.servers import free_port
 from tests.stripe_events import checkout_session, make_event, post_event
@@ -136,3 +137,23 @@ def test_mail_url_is_read_into_flask_mailmans_settings():
 
     with pytest.raises(ConfigError, match="MAIL_URL"):
         mail_settings("http://mail.example.com")
+
+
+def test_a_reset_link_is_sent_by_the_worker_not_by_the_request(make_app, mail_server):
+    from billing_site.worker.jobs import JOBS
+
+    app = make_app(MAIL_URL=mail_server.url)
+    client = app.test_client()
+    with app.app_context():
+        make_user("ada@example.com")
+        token = csrf_token_from(client.get("/auth/reset").get_data(as_text=True))
+        answer = client.post("/auth/reset", data={"email": "ada@example.com", "csrf_token": token})
+        assert answer.status_code == 200
+
+        # Not sent by the request: a known and an unknown address take the same time.
+        assert the_email().status == "queued"
+        assert mail_server.messages == []
+        assert JOBS["send-emails"].run() == "1 sent"
+        [message] = mail_server.messages
+        assert message["To"] == "ada@example.com"
+        assert "/auth/reset/" in message.get_body(("plain",)).get_content()

@@ -9,7 +9,7 @@ its cause: a redelivered event finds the message already queued and adds none.
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billing_site.catalog import current_catalog
 from billing_site.extensions import db
@@ -37,10 +37,11 @@ def after_event(event: dict) -> None:
         log.exception("emails for event %s (%s) not queued", event.get("id"), event.get("type"))
 
 
+ORDER_OF_SESSION = select(Order).where(Order.checkout_session_id == bindparam("session_id"))
+
+
 def _checkout_paid(session: dict) -> None:
-    order = db.session.execute(
-        select(Order).where(Order.checkout_session_id == session.get("id"))
-    ).scalar_one_or_none()
+    order = db.session.execute(ORDER_OF_SESSION, {"session_id": session.get("id")}).scalar()
     # A subscription's first payment gets its receipt from its invoice (invoice.paid).
     if order is not None and order.kind == "pack" and order.status in PAID_ORDER_STATUSES:
         messages.pack_receipt(order)

@@ -8,8 +8,8 @@ listener; never from inside the transaction, so a slow or refusing mail server
 never fails a payment). A failed attempt is recorded and `send_due_emails()`
 tries again later, with exponential backoff, until MAX_ATTEMPTS.
 
-With no MAIL_URL nothing is sent: messages are marked "stored" and stay in the
-table, where development reads them at /dev/mail and tests assert on them.
+With no MAIL_URL nothing is sent: messages are inserted as "stored" and stay in
+the table, where development reads them at /dev/mail and tests assert on them.
 """
 
 import contextlib
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from billing_site import metrics
 from billing_site.config import ConfigError
-from billing_site.extensions import db, dialect_insert
+from billing_site.extensions import db, insert_once
 from billing_site.models import OutboundEmail, utcnow
 
 log = logging.getLogger("billing_site.notifications")
@@ -87,6 +87,10 @@ def queue(
     It is sent right after that transaction commits, or with `send_after_commit=False`
     by the worker's next `send-emails` run, when how long the request takes must not
     depend on whether an email went out."""
+    # No mail server: nothing will ever be sent, so the message is stored as it is
+    # queued, and no second transaction after the commit has to say so.
+    sending = mail_configured()
+    now = utcnow()
     values = {
         "cause_key": cause_key,
         "kind": kind,
@@ -95,25 +99,41 @@ def queue(
         "subject": subject,
         "text_body": _render(f"email/{template}.txt", subject=subject, **context),
         "html_body": _render(f"email/{template}.html", subject=subject, **context),
-        "status": "queued",
+        "status": "queued" if sending else "stored",
         "attempts": 0,
-        "next_attempt_at": utcnow(),
-        "created_at": utcnow(),
+        "next_attempt_at": now,
+        "created_at": now,
     }
-    table = OutboundEmail.__table__
-    statement = (
-        dialect_insert(table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["cause_key"])
-        .returning(table.c.id)
-    )
-    row = db.session.execute(statement).first()
+    row = db.session.execute(_queue_statement(), values).first()
     if row is None:
         return None  # this cause already has its message
-    if send_after_commit:
+    if send_after_commit and sending:
         db.session.info.setdefault(PENDING, []).append(row.id)
-    log.info("email queued id=%s kind=%s cause=%s user_id=%s", row.id, kind, cause_key, user_id)
+    log.info(
+        "email %s id=%s kind=%s cause=%s user_id=%s",
+        values["status"],
+        row.id,
+        kind,
+        cause_key,
+        user_id,
+    )
     return row.id
+
+
+_queue_statements = {}  # dialect name → the INSERT, built once
+QUEUED_COLUMNS = (
+    "cause_key", "kind", "user_id", "to_address", "subject", "text_body", "html_body",
+    "status", "attempts", "next_attempt_at", "created_at",
+)  # fmt: skip
+
+
+def _queue_statement():
+    dialect = db.session.get_bind().dialect.name
+    if dialect not in _queue_statements:
+        _queue_statements[dialect] = insert_once(
+            OutboundEmail.__table__, QUEUED_COLUMNS, "cause_key"
+        )
+    return _queue_statements[dialect]
 
 
 def already_queued(cause_key: str) -> bool:

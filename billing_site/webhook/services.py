@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, func, select
 from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
 from sqlalchemy.orm import undefer
 
 from billing_site import metrics, notifications
-from billing_site.extensions import db, dialect_insert
+from billing_site.extensions import db, insert_once
 from billing_site.models import StripeEvent, utcnow
 from billing_site.stripe_gateway import current_gateway, stripe_id
 from billing_site.webhook.registry import handler_for
@@ -100,13 +100,7 @@ def _store_statement():
     (building it costs more than running it)."""
     dialect = db.session.get_bind().dialect.name
     if dialect not in _store_statements:
-        table = StripeEvent.__table__
-        insert = (
-            dialect_insert(table)
-            .values({name: bindparam(name, type_=table.c[name].type) for name in STORED_COLUMNS})
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(table.c.id)
-        )
+        insert = insert_once(StripeEvent.__table__, STORED_COLUMNS, "id")
         if dialect == "postgresql":
             # One round trip: NOTIFY the LISTENing workers only if a row was
             # inserted; PostgreSQL delivers it when (and only if) that commits.

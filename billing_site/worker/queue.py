@@ -12,7 +12,7 @@ worker there.
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import undefer
 
 from billing_site.extensions import db
@@ -21,23 +21,25 @@ from billing_site.models.billing import DUE_PREDICATE
 from billing_site.webhook import services
 from billing_site.webhook.services import Applied
 
+OLDEST_DUE = (
+    select(StripeEvent)
+    # Spelled as the partial index's own predicate, so PostgreSQL uses that index.
+    .where(text(DUE_PREDICATE), StripeEvent.next_attempt_at <= bindparam("now"))
+    .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
+    .limit(1)
+    .options(undefer(StripeEvent.payload))
+    .execution_options(populate_existing=True)
+)
+CLAIM_OLDEST_DUE = OLDEST_DUE.with_for_update(skip_locked=True)  # built once: the worker's loop
+
 
 def claim_due(now: datetime | None = None, exclude: set[str] = frozenset()) -> StripeEvent | None:
     """Lock and return the oldest event due now (queued, or retrying and its time has come)."""
-    statement = (
-        select(StripeEvent)
-        # Spelled as the partial index's own predicate, so PostgreSQL uses that index.
-        .where(text(DUE_PREDICATE), StripeEvent.next_attempt_at <= (now or utcnow()))
-        .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
-        .limit(1)
-        .options(undefer(StripeEvent.payload))
-        .execution_options(populate_existing=True)
-    )
+    on_postgresql = db.session.get_bind().dialect.name == "postgresql"
+    statement = CLAIM_OLDEST_DUE if on_postgresql else OLDEST_DUE
     if exclude:
         statement = statement.where(StripeEvent.id.not_in(exclude))
-    if db.session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update(skip_locked=True)
-    return db.session.scalars(statement).first()
+    return db.session.scalars(statement, {"now": now or utcnow()}).first()
 
 
 def apply_next(
