@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from billing_site import credits, metrics
@@ -96,11 +97,16 @@ def generate_for_customer(user_id: int, request: GenerationInput) -> GenerationR
     user = db.session.get(User, user_id)
     tier = tier_of(user)
     model = current_catalog().model(request.model)
-    if model.id not in unlocked_models(user, tier):  # the plan's, or a pack buyer's
+    if not _may_use(user, tier, model):
         raise ModelNotInTier(model, tier)
     generation, draws, balance = _reserve(user, tier, model, request.prompt)
     image = _run(generation, draws)
     return GenerationResult(generation, image, balance)
+
+
+def _may_use(user: User, tier: Tier, model: Model) -> bool:
+    """The plan's models, or a pack buyer's: the plan is asked first, as it needs no query."""
+    return model.id in tier.models or model.id in unlocked_models(user, tier)
 
 
 def generation_cost(tier: Tier, model: Model) -> int:
@@ -149,10 +155,7 @@ def generate_for_visitor(client_key: str, request: GenerationInput) -> Generatio
     model = catalog.model(request.model)
     if model.id not in catalog.free_tier.models:
         raise ModelNotInTier(model, None)
-    generation = Generation(client_key=client_key, prompt=request.prompt, model=model.id)
-    db.session.add(generation)
-    db.session.flush()
-    db.session.expunge(generation)  # readable after the commit without a query (see _reserve)
+    generation = _insert_pending(client_key=client_key, prompt=request.prompt, model=model.id)
     db.session.commit()
     image = _run(generation, [])
     return GenerationResult(generation, image, None)
@@ -163,9 +166,9 @@ def _reserve(
 ) -> tuple[Generation, list[credits.Draw], int]:
     """Commit a pending generation with its credits taken, or raise OutOfCredits.
 
-    Returns the generation (detached: its fields stay readable after the commit
-    without a query), what was drawn, and the balance the spend left, read under
-    the user's lock, so the answer needs no transaction of its own to show it.
+    Returns the generation (detached, see _insert_pending), what was drawn, and
+    the balance the spend left, read under the user's lock, so the answer needs
+    no transaction of its own to show it.
     """
     # Lock the user row before inserting the generation: the insert's foreign key
     # takes a share lock on that row, and two requests each holding one while
@@ -173,9 +176,9 @@ def _reserve(
     credits.lock_user(user.id)
     grant_free_allowance(user)
     cost = generation_cost(tier, model)
-    generation = Generation(user_id=user.id, prompt=prompt, model=model.id, credits_charged=cost)
-    db.session.add(generation)
-    db.session.flush()
+    generation = _insert_pending(
+        user_id=user.id, prompt=prompt, model=model.id, credits_charged=cost
+    )
     try:
         if cost:
             draws = credits.spend(user.id, cost, reference=_reference(generation))
@@ -188,11 +191,7 @@ def _reserve(
         raise OutOfCredits(error.balance, cost or 1) from error
     if cost:
         notify.balance_spent(user.id)  # a low-balance email, once per top-up
-    db.session.flush()
-    balance = user.balance
-    # Out of the session before the commit, so the commit does not expire it:
-    # the generator, _finish and the answer read it as it was just written.
-    db.session.expunge(generation)
+    balance = user.balance  # before the commit expires it
     db.session.commit()
     metrics.count_credit_check(model.id, purchase_required=False)
     return generation, draws, balance
@@ -228,6 +227,34 @@ FINISH_PENDING = (
     .where(_generations.c.id == bindparam("generation_id"), _generations.c.status == "pending")
     .values(status="succeeded", result=bindparam("svg"))
 )
+
+# A plain INSERT skips the ORM's unit of work. Its columns are the parameters'
+# keys (SQLAlchemy caches the compiled form per set of keys).
+INSERT_PENDING = insert(_generations).returning(_generations.c.id)
+
+
+def _insert_pending(**fields) -> Generation:
+    """Insert a pending generation (not committed) and return it, detached from the session.
+
+    Detached, so a commit does not expire it: the generator, _finish and the
+    answer read it as it was written, without a query.
+    """
+    values = {
+        "user_id": None,
+        "client_key": None,
+        "credits_charged": 0,
+        "status": "pending",
+        "result": None,
+        "error": None,
+        "created_at": utcnow(),
+        **fields,
+    }
+    generation_id = db.session.connection().execute(INSERT_PENDING, values).scalar_one()
+    # Every column given, so the object is complete: as if just loaded, and
+    # never in this session.
+    generation = Generation(id=generation_id, **values)
+    make_transient_to_detached(generation)
+    return generation
 
 
 def _finish(generation: Generation, image: GeneratedImage) -> bool:
