@@ -135,17 +135,19 @@ def grant(
         return None
     if paying_off:
         _debt_lot(user).credits_remaining += paying_off
-    _note_expiry(user, expires_at)
-    _write_entry(
-        user,
+    balance = user.balance + credits
+    _insert_entry(
+        user.id,
         kind,
         credits,
+        balance,
         lot_id=lot_id,
         order_id=order_id,
         stripe_event_id=stripe_event_id,
         reference=reference or f"{source}:{source_ref}",
         note=note,
     )
+    _save_balance(user, balance, expires_at)
     lot = _persistent(CreditLot(id=lot_id, **lot_values))
     metrics.CREDITS_GRANTED.labels(source=source).inc(credits)
     money_log.info(
@@ -257,7 +259,11 @@ DRAW_FROM_LOT = (
 SET_BALANCE = (
     update(_users)
     .where(_users.c.id == bindparam("user_id"))
-    .values(balance=bindparam("balance_after"), updated_at=bindparam("updated_at"))
+    .values(
+        balance=bindparam("balance_after"),
+        next_expiry_at=bindparam("next_expiry"),
+        updated_at=bindparam("updated_at"),
+    )
 )
 
 
@@ -290,12 +296,29 @@ def _write_spend(
         lot = db.session.identity_map.get(identity_key(CreditLot, draw.lot_id))
         if lot is not None:
             set_committed_value(lot, "credits_remaining", remaining_after)
-    updated_at = utcnow()
-    connection.execute(
-        SET_BALANCE, {"user_id": user.id, "balance_after": balance, "updated_at": updated_at}
+    _save_balance(user, balance)
+
+
+def _save_balance(user: User, balance: int, expires_at: datetime | None = None) -> None:
+    """Write the user's new balance (and next expiry, if `expires_at` is sooner) at once.
+
+    One plain UPDATE, and the user object gets the values as already committed,
+    so no flush writes the row again: the ORM's unit of work costs several
+    times this statement.
+    """
+    _note_expiry(user, expires_at)
+    values = {"balance": balance, "next_expiry_at": user.next_expiry_at, "updated_at": utcnow()}
+    _run(
+        SET_BALANCE,
+        {
+            "user_id": user.id,
+            "balance_after": values["balance"],
+            "next_expiry": values["next_expiry_at"],
+            "updated_at": values["updated_at"],
+        },
     )
-    set_committed_value(user, "balance", balance)
-    set_committed_value(user, "updated_at", updated_at)
+    for name, value in values.items():
+        set_committed_value(user, name, value)
 
 
 def compensate(user_id: int, draws: list[Draw], *, reference: str, note: str | None = None) -> None:

@@ -182,7 +182,13 @@ def apply_events_that_came_early(order: Order) -> int:
     """
     if order.payment_intent_id is None:
         return 0
-    events = db.session.execute(EARLY_EVENTS, {"payment_intent_id": order.payment_intent_id}).all()
+    # On the connection, not the session: the stored events are not what this
+    # transaction changes, so the order and the grant need no flush to ask.
+    events = (
+        db.session.connection()
+        .execute(EARLY_EVENTS, {"payment_intent_id": order.payment_intent_id})
+        .all()
+    )
     for event in events:
         handler_for(event.type)(event.payload)
     return len(events)
