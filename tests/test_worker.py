@@ -9,6 +9,7 @@ or 503 with the database down) is here too; the SIGKILL-mid-handler drill is
 tests/test_failures.py's row e.
 """
 
+import os
 import random
 import re
 import time
@@ -109,6 +110,9 @@ def test_two_workers_racing_on_1000_events_apply_each_exactly_once(
         worker_process.wait_until(
             lambda: count(WorkerHeartbeat) == 2, timeout=90, message="workers not up"
         )
+        # Nicer than the web process, which answers Stripe first (WORKER_NICENESS).
+        web_niceness = os.getpriority(os.PRIO_PROCESS, 0)
+        assert [os.getpriority(os.PRIO_PROCESS, w.pid) for w in workers] == [web_niceness + 10] * 2
         for event in events:
             assert post_event(client, event, apply=False).status_code == 200
         worker_process.wait_until(
