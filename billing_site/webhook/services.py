@@ -67,7 +67,8 @@ def receive_event(event: dict) -> bool:
     now = utcnow()
     values = _event_row(event) | {"status": "queued", "attempts": 0, "next_attempt_at": now}
     try:
-        stored = db.session.execute(_store_statement(), values).first() is not None
+        # On the connection: the ORM session's execute adds a tenth of the request.
+        stored = db.session.connection().execute(_store_statement(), values).first() is not None
         db.session.commit()
     except Exception:
         db.session.rollback()
