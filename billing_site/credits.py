@@ -65,11 +65,13 @@ LOCKED_USERS = "locked_users"
 
 
 def lock_user(user_id: int) -> User:
-    """The user's row, locked for the rest of the transaction and freshly read.
+    """The user's row, locked for the rest of the transaction, its balance freshly read.
 
-    Locked once per transaction: a row this transaction already holds cannot
-    have changed under it, so a second lock (a generation's reserve, then its
-    spend) answers from the session instead of asking PostgreSQL again.
+    A user the session already holds in full keeps its other columns as read
+    (see _lock_loaded_user); any other is read whole. Locked once per
+    transaction: a row this transaction already holds cannot have changed under
+    it, so a second lock (a generation's reserve, then its spend) answers from
+    the session instead of asking PostgreSQL again.
     """
     locked = db.session.info.setdefault(LOCKED_USERS, {})
     if user_id not in locked:
