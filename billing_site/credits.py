@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, event, func, insert, select, update
+from sqlalchemy import bindparam, case, event, func, insert, inspect, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -65,16 +65,51 @@ LOCKED_USERS = "locked_users"
 
 
 def lock_user(user_id: int) -> User:
-    """The user's row, locked for the rest of the transaction and freshly read.
+    """The user's row, locked for the rest of the transaction, its balance freshly read.
 
-    Locked once per transaction: a row this transaction already holds cannot
-    have changed under it, so a second lock (a generation's reserve, then its
-    spend) answers from the session instead of asking PostgreSQL again.
+    A user the session already holds in full keeps its other columns as read
+    (see _lock_loaded_user); any other is read whole. Locked once per
+    transaction: a row this transaction already holds cannot have changed under
+    it, so a second lock (a generation's reserve, then its spend) answers from
+    the session instead of asking PostgreSQL again.
     """
     locked = db.session.info.setdefault(LOCKED_USERS, {})
     if user_id not in locked:
-        locked[user_id] = db.session.execute(LOCK_USER, {"user_id": user_id}).scalar_one()
+        locked[user_id] = (
+            _lock_loaded_user(user_id)
+            or db.session.execute(LOCK_USER, {"user_id": user_id}).scalar_one()
+        )
     return locked[user_id]
+
+
+# The ledger's own columns: all it reads of a user once the row is locked.
+LOCK_USER_CREDITS = (
+    select(User.__table__.c.balance, User.__table__.c.next_expiry_at)
+    .where(User.__table__.c.id == bindparam("user_id"))
+    .with_for_update()
+)
+
+
+def _lock_loaded_user(user_id: int) -> User | None:
+    """Lock a user the session already holds in full, re-reading only the ledger's columns.
+
+    A request's log-in has just loaded the customer: reading the whole row again
+    under the lock would only repeat it. The balance and the next expiry are what
+    a concurrent transaction may have changed and what the ledger decides on, so
+    those are read fresh under the lock. None (nothing locked) when the session's
+    copy is missing, partly expired or has unflushed changes: LOCK_USER then
+    flushes and reads the whole row.
+    """
+    user = db.session.identity_map.get(identity_key(User, user_id))
+    if user is None:
+        return None
+    state = inspect(user)
+    if state.modified or state.expired_attributes:
+        return None
+    row = db.session.connection().execute(LOCK_USER_CREDITS, {"user_id": user_id}).one()
+    set_committed_value(user, "balance", row.balance)
+    set_committed_value(user, "next_expiry_at", row.next_expiry_at)
+    return user
 
 
 @event.listens_for(Session, "after_transaction_end")

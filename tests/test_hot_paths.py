@@ -11,9 +11,11 @@ import pytest
 from flask import Flask
 from sqlalchemy import create_engine, event, select, text
 
+from billing_site import credits
 from billing_site.extensions import db as _db
 from billing_site.models import Generation, User
 from tests import test_failures
+from tests.api_helpers import bearer, make_key
 from tests.conftest import csrf_token_from, post_json
 from tests.factories import logged_in, make_customer
 
@@ -148,6 +150,56 @@ def test_a_generation_locks_the_user_once_in_two_transactions_and_answers_the_ro
             2,
         )
         assert generation.result.startswith("<svg")
+
+
+def test_a_generation_by_api_key_reads_the_key_and_its_owner_in_one_statement(app, client):
+    user_id = make_customer(app, balance=5, tier="basic")
+    headers = bearer(make_key(app, user_id))
+    client.post("/api/v1/generations", json={"prompt": "warm-up"}, headers=headers)
+
+    with recorded(app) as sql:
+        answer = client.post("/api/v1/generations", json={"prompt": "a cat"}, headers=headers)
+
+    assert answer.status_code == 201
+    assert answer.get_json()["balance_after"] == balance_in_database(app, user_id) == 3
+    # Once: the admin-scope check after the answer reads the key as authenticated.
+    [key_read] = sql.matching("SELECT api_keys.")
+    assert "JOIN users" in key_read
+    # The owner came with the key: the lock re-reads only the ledger's columns.
+    assert sql.matching("SELECT users.") == sql.matching("SELECT users.balance", "FOR UPDATE")
+    assert len(sql.matching("SELECT users.")) == 1
+
+
+def test_locking_a_user_the_session_holds_rereads_what_another_transaction_committed(app):
+    user_id = make_customer(app, balance=5)
+    other = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    with app.app_context():
+        user = _db.session.get(User, user_id)  # loaded, as a request's log-in loads it
+        assert user.balance == 5
+        with other.begin() as connection:  # a spend elsewhere commits meanwhile
+            connection.execute(text("UPDATE users SET balance = 4 WHERE id = :id"), {"id": user_id})
+        with recorded(app) as sql:
+            locked = credits.lock_user(user_id)
+
+        assert locked is user and user.balance == 4
+        # Only the ledger's columns are read again, under the lock.
+        assert sql.statements == sql.matching("SELECT users.balance, users.next_expiry_at")
+        assert len(sql.statements) == 1 and "FOR UPDATE" in sql.statements[0]
+        _db.session.rollback()
+    other.dispose()
+
+
+def test_locking_a_user_with_unflushed_changes_flushes_them_and_reads_the_row(app):
+    user_id = make_customer(app, balance=5)
+    with app.app_context():
+        user = _db.session.get(User, user_id)
+        user.next_expiry_at = None
+        user.balance = 7  # not flushed yet: the full lock flushes it first
+        with recorded(app) as sql:
+            assert credits.lock_user(user_id).balance == 7
+        assert sql.matching("UPDATE users")
+        assert sql.matching("SELECT users.id", "FOR UPDATE")
+        _db.session.rollback()
 
 
 def test_the_balance_answered_is_the_balance_after_each_generation(app, client):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app, g, request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import joinedload
 
 from billing_site import audit
 from billing_site.extensions import db
@@ -145,14 +146,25 @@ def request_key() -> ApiKey | None:
     return g.api_key
 
 
+# The key and its owner in one read, built once: every keyed request needs both
+# (the owner is the request's user), and a lazy load of key.user would be a
+# second round trip; building a select() costs about as much as running it.
+KEY_WITH_OWNER = (
+    select(ApiKey)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+    .options(joinedload(ApiKey.user, innerjoin=True))
+)
+
+
 def authenticate(token: str) -> ApiKey | None:
     """The usable key for `token` (its last use recorded); None when unknown, revoked or expired."""
-    key = db.session.execute(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(token))
-    ).scalar_one_or_none()
+    key = db.session.execute(KEY_WITH_OWNER, {"key_hash": hash_key(token)}).scalar_one_or_none()
     now = utcnow()
     if key is None or not key.is_usable(now):
         return None
+    # Detached, so the request's commits do not expire it: the scope checks, and
+    # the admin audit after the answer, read it without querying it again.
+    db.session.expunge(key)
     if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
         _touch(key.id, now)
     return key

@@ -14,6 +14,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_url, login_user, logout_user
+from sqlalchemy import bindparam, select
 from werkzeug.security import generate_password_hash
 
 from billing_site.auth import emails, reset_links, services, throttle, verification
@@ -31,6 +32,10 @@ from billing_site.extensions import db, limiter, login_manager
 from billing_site.models import User
 
 bp = Blueprint("auth", __name__, url_prefix="/auth", cli_group=None)
+
+# Built once: db.session.get builds a select() each time it misses the identity
+# map, which is at the start of every request a logged-in customer makes.
+USER_BY_ID = select(User).where(User.id == bindparam("user_id"))
 
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to continue."
@@ -51,7 +56,7 @@ def load_user(session_id: str) -> User | None:
     user_id, _, version = session_id.partition(":")
     if not user_id.isdigit() or not (version or "0").isdigit():
         return None
-    user = db.session.get(User, int(user_id))
+    user = db.session.execute(USER_BY_ID, {"user_id": int(user_id)}).scalar_one_or_none()
     if user is None or user.session_version != int(version or "0"):
         return None
     return user

@@ -6,7 +6,7 @@ counts it, and queues the email (sent after the commit, see outbox).
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select
 
 from billing_site import metrics
 from billing_site.extensions import db
@@ -56,14 +56,25 @@ def dispute_changed(dispute: Dispute, order: Order | None, previous_status: str 
         messages.dispute_opened(dispute, order)
 
 
+# The last top-up's id and size, built once: building a select() costs about as
+# much as running it, and every paid generation asks. Plain columns, not the lot:
+# the lot is loaded only in the rare case the warning goes out.
+_lots = CreditLot.__table__
+LAST_TOP_UP = (
+    select(_lots.c.id, _lots.c.credits_granted)
+    .where(
+        _lots.c.user_id == bindparam("user_id"),
+        # OR of plain comparisons: an IN list is re-rendered on every execution.
+        or_(*(_lots.c.source == source for source in TOP_UP_SOURCES)),
+    )
+    .order_by(_lots.c.created_at.desc(), _lots.c.id.desc())
+    .limit(1)
+)
+
+
 def balance_spent(user_id: int) -> None:
     """After a spend: warn once per top-up when the balance falls under a tenth of it."""
     user = db.session.get(User, user_id)
-    top_up = db.session.execute(
-        select(CreditLot)
-        .where(CreditLot.user_id == user_id, CreditLot.source.in_(TOP_UP_SOURCES))
-        .order_by(CreditLot.created_at.desc(), CreditLot.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    top_up = db.session.connection().execute(LAST_TOP_UP, {"user_id": user_id}).first()
     if top_up is not None and user.balance * LOW_BALANCE_FRACTION < top_up.credits_granted:
-        messages.low_balance(user, top_up)
+        messages.low_balance(user, db.session.get(CreditLot, top_up.id))
