@@ -543,20 +543,20 @@ def ledger_page(user_id: int, before: int | None = None, page: int = 1) -> Ledge
 class Dashboard:
     user: User
     usage: Usage
-    lots: list[CreditLot]
+    lots: list  # rows: source, credits_remaining, credits_granted, expires_at
     next_expiry: datetime | None
     subscription: Subscription | None
     chart: UsageChart
     ledger: LedgerPage
     orders: list["Payment"]
-    generations: list[Generation]
+    generations: list  # rows of Generation's shown columns
 
 
 def dashboard(user: User) -> Dashboard:
     """Everything the account page shows, after granting the month's free credits."""
     touch_month(user)
     current_usage = usage(user)
-    lots = credits.live_lots(user.id)
+    lots = live_lots(user.id)
     expiries = [lot.expires_at for lot in lots if lot.expires_at is not None]
     return Dashboard(
         user=user,
@@ -571,17 +571,41 @@ def dashboard(user: User) -> Dashboard:
     )
 
 
+# The strip (and the generator's gallery) shows these columns only: rows, not
+# entities, skip the ORM's per-row work.
+# The balance card's lots, in spend order, as rows of the columns it shows: the
+# same statement the ledger spends by (credits.LIVE_LOTS), read without entities.
+LIVE_LOT_ROWS = credits.LIVE_LOTS.with_only_columns(
+    CreditLot.source, CreditLot.credits_remaining, CreditLot.credits_granted, CreditLot.expires_at
+)
+
+
+def live_lots(user_id: int) -> list:
+    """The customer's spendable lots, soonest spent first (read-only rows)."""
+    params = {"user_id": user_id, "now": utcnow()}
+    return db.session.connection().execute(LIVE_LOT_ROWS, params).all()
+
+
 RECENT_GENERATIONS_STATEMENT = (
-    select(Generation)
-    .where(Generation.user_id == bindparam("user_id"))
+    select(
+        _generations.c.id,
+        _generations.c.prompt,
+        _generations.c.model,
+        _generations.c.credits_charged,
+        _generations.c.status,
+        _generations.c.result,
+        _generations.c.created_at,
+    )
+    .where(_generations.c.user_id == bindparam("user_id"))
     # created_at, not id: it walks the (user_id, created_at) index.
-    .order_by(Generation.created_at.desc(), Generation.id.desc())
+    .order_by(_generations.c.created_at.desc(), _generations.c.id.desc())
     .limit(RECENT_GENERATIONS)
 )
 
 
-def recent_generations(user_id: int) -> list[Generation]:
-    return list(db.session.execute(RECENT_GENERATIONS_STATEMENT, {"user_id": user_id}).scalars())
+def recent_generations(user_id: int) -> list:
+    """The customer's latest generations, as rows with Generation's shown columns."""
+    return db.session.connection().execute(RECENT_GENERATIONS_STATEMENT, {"user_id": user_id}).all()
 
 
 # --- billing history ---------------------------------------------------------------------
@@ -603,7 +627,7 @@ BILLING_PAGE_SIZE = 50
 class Payment:
     """One row of the billing history, as the customer reads it."""
 
-    order: Order
+    order: Order  # or, in the history, a row of the Order columns it shows
     date: datetime
     label: str
     amount: str
@@ -615,14 +639,42 @@ class Payment:
     tax: str | None = None
 
 
+# The columns payment_view and the payments table read: a row of them reads like
+# the Order (row.amount_cents), so one payment_view serves rows and receipts.
+_BILLING_COLUMNS = (
+    "id",
+    "kind",
+    "item_id",
+    "status",
+    "amount_cents",
+    "amount_subtotal_cents",
+    "amount_discount_cents",
+    "amount_tax_cents",
+    "amount_refunded_cents",
+    "currency",
+    "promotion_code",
+    "customer_notice",
+    "hosted_invoice_url",
+    "period_start",
+    "period_end",
+    "paid_at",
+    "created_at",
+)
+BILLING_HISTORY = (
+    select(*(_orders.c[name] for name in _BILLING_COLUMNS))
+    .where(
+        _orders.c.user_id == bindparam("user_id"),
+        # OR of plain comparisons: an IN list is re-rendered on every execution.
+        or_(*(_orders.c.status == status for status in BILLING_STATUSES)),
+    )
+    .order_by(_orders.c.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
 def billing_history(user_id: int, limit: int = BILLING_PAGE_SIZE) -> list[Payment]:
     """The customer's payments, newest first: packs, first payments, renewals, plan changes."""
-    orders = db.session.execute(
-        select(Order)
-        .where(Order.user_id == user_id, Order.status.in_(BILLING_STATUSES))
-        .order_by(Order.id.desc())
-        .limit(limit)
-    ).scalars()
+    orders = db.session.connection().execute(BILLING_HISTORY, {"user_id": user_id, "limit": limit})
     return [payment_view(order) for order in orders]
 
 
