@@ -330,23 +330,71 @@ CHART_MAX_DAYS = 31
 def usage_chart(user: User, period: Period, now: datetime | None = None) -> UsageChart:
     """Generations per day this period, laid out as SVG bars (drawn by the template)."""
     now = now or utcnow()
-    first_day = max(period.start, now - timedelta(days=CHART_MAX_DAYS - 1)).date()
-    last_day = min(period.end - timedelta(microseconds=1), now).date()
-    start = datetime.combine(first_day, datetime.min.time(), tzinfo=period.start.tzinfo)
+    frame = ChartFrame.of(period, now)
     rows = (
         db.session.connection()
         .execute(
-            _daily_counts_statement(db.engine.dialect.name), {"user_id": user.id, "start": start}
+            _daily_counts_statement(db.engine.dialect.name),
+            {"user_id": user.id, "start": frame.start},
         )
         .all()
     )
-    per_day = {_as_date(value): count for value, count in rows}
-    days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
-    # The frame spans the whole period, so the first day of a month is one slot of
-    # thirty, not a bar stretched across the card.
-    period_days = (period.end - timedelta(microseconds=1)).date() - first_day
-    slots = min(CHART_MAX_DAYS, period_days.days + 1)
-    return layout_chart([(day, per_day.get(day, 0)) for day in days], slots=slots, today=now.date())
+    return frame.layout({_as_date(value): count for value, count in rows})
+
+
+@dataclass(frozen=True)
+class ChartFrame:
+    """The days the usage chart draws: this period's, at most the last CHART_MAX_DAYS."""
+
+    first_day: date
+    last_day: date
+    slots: int
+    today: date
+    start: datetime  # the first day's midnight: counting starts here
+
+    @classmethod
+    def of(cls, period: Period, now: datetime) -> "ChartFrame":
+        first_day = max(period.start, now - timedelta(days=CHART_MAX_DAYS - 1)).date()
+        last_day = min(period.end - timedelta(microseconds=1), now).date()
+        # The frame spans the whole period, so the first day of a month is one slot of
+        # thirty, not a bar stretched across the card.
+        period_days = (period.end - timedelta(microseconds=1)).date() - first_day
+        slots = min(CHART_MAX_DAYS, period_days.days + 1)
+        start = datetime.combine(first_day, datetime.min.time(), tzinfo=period.start.tzinfo)
+        return cls(first_day, last_day, slots, now.date(), start)
+
+    def layout(self, per_day: dict[date, int]) -> UsageChart:
+        count = (self.last_day - self.first_day).days + 1
+        days = [self.first_day + timedelta(days=n) for n in range(count)]
+        counts = [(day, per_day.get(day, 0)) for day in days]
+        return layout_chart(counts, slots=self.slots, today=self.today)
+
+
+def usage_with_chart(user: User, now: datetime | None = None) -> tuple[Usage, UsageChart]:
+    """usage() and usage_chart() of this period, read in one statement (the account page)."""
+    now = now or utcnow()
+    period = current_period(user, now)
+    frame = ChartFrame.of(period, now)
+    params = {
+        "user_id": user.id,
+        "since": min(frame.start, period.start),
+        "chart_start": frame.start,
+        "start": period.start,
+        "end": period.end,
+    }
+    rows = (
+        db.session.connection()
+        .execute(_daily_usage_statement(db.engine.dialect.name), params)
+        .all()
+    )
+    current = Usage(
+        tier=tier_of(user),
+        balance=credits.current_balance(user.id),
+        credits_used=sum(int(row.credits_used) for row in rows),
+        generations=sum(row.generations for row in rows),
+        period=period,
+    )
+    return current, frame.layout({_as_date(row.day): row.drawn for row in rows})
 
 
 _DAILY_COUNTS = {}  # dialect name -> statement
@@ -368,6 +416,35 @@ def _daily_counts_statement(dialect: str):
             .group_by(day)
         )
     return _DAILY_COUNTS[dialect]
+
+
+_DAILY_USAGE = {}  # dialect name -> statement
+
+
+def _daily_usage_statement(dialect: str):
+    """Per UTC day since :since: the generations the chart draws (from :chart_start), and
+    the generations and credits within the period [:start, :end) (built once per dialect)."""
+    if dialect not in _DAILY_USAGE:
+        created_at = _generations.c.created_at
+        day = _utc_day(created_at, dialect)
+        in_period = (created_at >= bindparam("start")) & (created_at < bindparam("end"))
+        _DAILY_USAGE[dialect] = (
+            select(
+                day.label("day"),
+                func.count().filter(created_at >= bindparam("chart_start")).label("drawn"),
+                func.count().filter(in_period).label("generations"),
+                func.coalesce(func.sum(_generations.c.credits_charged).filter(in_period), 0).label(
+                    "credits_used"
+                ),
+            )
+            .where(
+                _generations.c.user_id == bindparam("user_id"),
+                _generations.c.status == "succeeded",
+                created_at >= bindparam("since"),
+            )
+            .group_by(day)
+        )
+    return _DAILY_USAGE[dialect]
 
 
 def _utc_day(column, dialect: str):
@@ -555,7 +632,7 @@ class Dashboard:
 def dashboard(user: User) -> Dashboard:
     """Everything the account page shows, after granting the month's free credits."""
     touch_month(user)
-    current_usage = usage(user)
+    current_usage, chart = usage_with_chart(user)
     lots = live_lots(user.id)
     expiries = [lot.expires_at for lot in lots if lot.expires_at is not None]
     return Dashboard(
@@ -564,7 +641,7 @@ def dashboard(user: User) -> Dashboard:
         lots=lots,
         next_expiry=min(expiries, default=None),
         subscription=current_subscription(user),
-        chart=usage_chart(user, current_usage.period),
+        chart=chart,
         ledger=ledger_page(user.id),
         orders=billing_history(user.id, limit=RECENT_ORDERS),
         generations=recent_generations(user.id),
