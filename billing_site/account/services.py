@@ -26,6 +26,7 @@ from billing_site.models import (
     User,
     utcnow,
 )
+from billing_site.notifications.preferences import EmailChoices, preferences_of
 from billing_site.stripe_gateway import GatewayError, current_gateway
 
 log = logging.getLogger(__name__)
@@ -627,6 +628,7 @@ class Dashboard:
     ledger: LedgerPage
     orders: list["Payment"]
     generations: list  # rows of Generation's shown columns
+    email_choices: EmailChoices
 
 
 def dashboard(user: User) -> Dashboard:
@@ -645,6 +647,7 @@ def dashboard(user: User) -> Dashboard:
         ledger=ledger_page(user.id),
         orders=billing_history(user.id, limit=RECENT_ORDERS),
         generations=recent_generations(user.id),
+        email_choices=preferences_of(user.id),
     )
 
 

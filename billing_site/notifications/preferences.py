@@ -37,11 +37,6 @@ def preferences_of(user_id: int) -> EmailChoices:
     return EmailChoices(*row) if row is not None else ALL_ON
 
 
-@bp.app_context_processor
-def preference_helpers():
-    return {"email_preferences_of": preferences_of}
-
-
 @bp.post("/account/email-preferences")
 @login_required
 def update():
