@@ -259,6 +259,25 @@ def test_ledger_stays_on_the_index_with_100000_entries(app, client):
     assert "Seq Scan on generations" not in plan, plan
 
 
+def test_ledger_page_reads_any_reference_without_failing(app, client):
+    # The generation's id is parsed out of the reference in SQL; a reference that
+    # only looks like one (hand-typed by support) must not break the page.
+    user_id = make_customer(app, balance=10, tier="basic")
+    logged_in(client, app, user_id)
+    adjustments_before = dashboard(client).count("Adjustment by support")
+    with app.app_context():
+        generation = Generation(user_id=user_id, prompt="p", model="hd", credits_charged=2)
+        db.session.add(generation)
+        db.session.flush()
+        credits.spend(user_id, 2, reference=f"generation:{generation.id}")
+        for reference in ("generation:abc", "generation:99999999999999999999", "generation:"):
+            credits.claw_back(user_id, 1, reference=reference, note="odd", kind="adjust")
+        db.session.commit()
+    html = dashboard(client)
+    assert "Generation — HD" in html
+    assert html.count("Adjustment by support") == adjustments_before + 3
+
+
 def test_orders_show_status_pills_and_receipt_links(app, client):
     user_id = make_customer(app, tier="basic")
     with app.app_context():
