@@ -6,6 +6,7 @@ from datetime import timedelta
 from sqlalchemy import event, insert, text
 
 from billing_site import credits
+from billing_site.account import services
 from billing_site.account.services import LEDGER_PAGE_SIZE, layout_chart, next_month_start
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Generation, LedgerEntry, User, utcnow
@@ -14,6 +15,7 @@ from tests.factories import (
     logged_in,
     make_customer,
     make_order,
+    make_subscription,
     make_user,
 )
 
@@ -108,6 +110,40 @@ def test_usage_chart_is_a_server_rendered_svg_of_generations_per_day(app, client
     assert counts[-2:] == [1, 3]
     assert sum(counts) == 4
     assert "4 generations" in html
+
+
+def test_the_page_reads_usage_and_chart_in_one_statement_with_the_same_answer(app):
+    # A period that began at noon three days ago: a generation that morning is drawn
+    # on the chart (which counts whole days) but is not this period's usage.
+    with app.app_context():
+        now = utcnow()
+        period_start = (now - timedelta(days=3)).replace(hour=12, minute=0)
+        user = make_user()
+        make_subscription(user, "basic", current_period_start=period_start)
+        for created_at, charged in (
+            (period_start - timedelta(hours=2), 5),  # same day, before the period
+            (period_start - timedelta(days=2), 7),  # before the chart and the period
+            (period_start + timedelta(hours=1), 2),
+            (now, 3),
+        ):
+            db.session.add(
+                Generation(
+                    user_id=user.id,
+                    prompt="p",
+                    model="standard",
+                    credits_charged=charged,
+                    status="succeeded",
+                    created_at=created_at,
+                )
+            )
+        db.session.commit()
+        separate = services.usage(user)
+        chart = services.usage_chart(user, separate.period, now)
+        together, one_chart = services.usage_with_chart(user, now)
+    assert (together.credits_used, together.generations) == (5, 2)
+    assert together == separate
+    assert one_chart == chart
+    assert chart.total == 3
 
 
 def test_chart_scales_bars_to_the_busiest_day():
@@ -214,10 +250,32 @@ def test_ledger_stays_on_the_index_with_100000_entries(app, client):
         plan = "\n".join(connection.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
     # Walked in id order off an index and stopped after 21 rows: no sort, no
     # full scan. (PostgreSQL picks the (user_id, id) index or, when this user
-    # owns nearly every row, the primary key; both stop at the LIMIT.)
+    # owns nearly every row, the primary key; both stop at the LIMIT.) The lots,
+    # orders and generations joined on are looked up per row, or, while a table
+    # is as small as this test's orders, read whole once.
     assert plan.startswith("Limit"), plan
     assert "Index Scan Backward using" in plan, plan
-    assert "Sort" not in plan and "Seq Scan" not in plan, plan
+    assert "Sort" not in plan and "Seq Scan on ledger_entries" not in plan, plan
+    assert "Seq Scan on generations" not in plan, plan
+
+
+def test_ledger_page_reads_any_reference_without_failing(app, client):
+    # The generation's id is parsed out of the reference in SQL; a reference that
+    # only looks like one (hand-typed by support) must not break the page.
+    user_id = make_customer(app, balance=10, tier="basic")
+    logged_in(client, app, user_id)
+    adjustments_before = dashboard(client).count("Adjustment by support")
+    with app.app_context():
+        generation = Generation(user_id=user_id, prompt="p", model="hd", credits_charged=2)
+        db.session.add(generation)
+        db.session.flush()
+        credits.spend(user_id, 2, reference=f"generation:{generation.id}")
+        for reference in ("generation:abc", "generation:99999999999999999999", "generation:"):
+            credits.claw_back(user_id, 1, reference=reference, note="odd", kind="adjust")
+        db.session.commit()
+    html = dashboard(client)
+    assert "Generation — HD" in html
+    assert html.count("Adjustment by support") == adjustments_before + 3
 
 
 def test_orders_show_status_pills_and_receipt_links(app, client):

@@ -7,9 +7,9 @@ from pathlib import Path
 import responses
 
 from billing_site import audit, credits, formatting
-from billing_site.account.services import describe_entries, layout_chart
+from billing_site.account.services import describe_entry, layout_chart, ledger_page
 from billing_site.extensions import db
-from billing_site.models import Generation, LedgerEntry, User, utcnow
+from billing_site.models import Generation, User, utcnow
 from tests.admin_actions import (
     STRIPE_TEST_KEY,
     admin_client,
@@ -131,9 +131,8 @@ def test_every_kind_of_entry_has_words_for_the_customer(app):
         credits.grant(user.id, 10, source="free", source_ref="f", expires_at=None, note="free")
         credits.claw_back(user.id, 1, reference="dispute:dp_1", note="dispute dp_1 opened")
         db.session.commit()
-        entries = list(db.session.scalars(db.select(LedgerEntry).order_by(LedgerEntry.id)))
-        words = list(describe_entries(entries).values())
-    assert words == ["Free monthly credits", "Payment disputed"]
+        words = [describe_entry(entry) for entry in ledger_page(user.id).entries]
+    assert words == ["Payment disputed", "Free monthly credits"]  # newest first
 
 
 # --- 6. one format --------------------------------------------------------------------------

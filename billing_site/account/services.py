@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import Date, bindparam, cast, event, func, or_, select
+from sqlalchemy import BigInteger, Date, bindparam, case, cast, event, func, or_, select
 from sqlalchemy.orm import Session
 
 from billing_site import books, credits, formatting
@@ -26,6 +26,7 @@ from billing_site.models import (
     User,
     utcnow,
 )
+from billing_site.notifications.preferences import EmailChoices, preferences_of
 from billing_site.stripe_gateway import GatewayError, current_gateway
 
 log = logging.getLogger(__name__)
@@ -330,23 +331,71 @@ CHART_MAX_DAYS = 31
 def usage_chart(user: User, period: Period, now: datetime | None = None) -> UsageChart:
     """Generations per day this period, laid out as SVG bars (drawn by the template)."""
     now = now or utcnow()
-    first_day = max(period.start, now - timedelta(days=CHART_MAX_DAYS - 1)).date()
-    last_day = min(period.end - timedelta(microseconds=1), now).date()
-    start = datetime.combine(first_day, datetime.min.time(), tzinfo=period.start.tzinfo)
+    frame = ChartFrame.of(period, now)
     rows = (
         db.session.connection()
         .execute(
-            _daily_counts_statement(db.engine.dialect.name), {"user_id": user.id, "start": start}
+            _daily_counts_statement(db.engine.dialect.name),
+            {"user_id": user.id, "start": frame.start},
         )
         .all()
     )
-    per_day = {_as_date(value): count for value, count in rows}
-    days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
-    # The frame spans the whole period, so the first day of a month is one slot of
-    # thirty, not a bar stretched across the card.
-    period_days = (period.end - timedelta(microseconds=1)).date() - first_day
-    slots = min(CHART_MAX_DAYS, period_days.days + 1)
-    return layout_chart([(day, per_day.get(day, 0)) for day in days], slots=slots, today=now.date())
+    return frame.layout({_as_date(value): count for value, count in rows})
+
+
+@dataclass(frozen=True)
+class ChartFrame:
+    """The days the usage chart draws: this period's, at most the last CHART_MAX_DAYS."""
+
+    first_day: date
+    last_day: date
+    slots: int
+    today: date
+    start: datetime  # the first day's midnight: counting starts here
+
+    @classmethod
+    def of(cls, period: Period, now: datetime) -> "ChartFrame":
+        first_day = max(period.start, now - timedelta(days=CHART_MAX_DAYS - 1)).date()
+        last_day = min(period.end - timedelta(microseconds=1), now).date()
+        # The frame spans the whole period, so the first day of a month is one slot of
+        # thirty, not a bar stretched across the card.
+        period_days = (period.end - timedelta(microseconds=1)).date() - first_day
+        slots = min(CHART_MAX_DAYS, period_days.days + 1)
+        start = datetime.combine(first_day, datetime.min.time(), tzinfo=period.start.tzinfo)
+        return cls(first_day, last_day, slots, now.date(), start)
+
+    def layout(self, per_day: dict[date, int]) -> UsageChart:
+        count = (self.last_day - self.first_day).days + 1
+        days = [self.first_day + timedelta(days=n) for n in range(count)]
+        counts = [(day, per_day.get(day, 0)) for day in days]
+        return layout_chart(counts, slots=self.slots, today=self.today)
+
+
+def usage_with_chart(user: User, now: datetime | None = None) -> tuple[Usage, UsageChart]:
+    """usage() and usage_chart() of this period, read in one statement (the account page)."""
+    now = now or utcnow()
+    period = current_period(user, now)
+    frame = ChartFrame.of(period, now)
+    params = {
+        "user_id": user.id,
+        "since": min(frame.start, period.start),
+        "chart_start": frame.start,
+        "start": period.start,
+        "end": period.end,
+    }
+    rows = (
+        db.session.connection()
+        .execute(_daily_usage_statement(db.engine.dialect.name), params)
+        .all()
+    )
+    current = Usage(
+        tier=tier_of(user),
+        balance=credits.current_balance(user.id),
+        credits_used=sum(int(row.credits_used) for row in rows),
+        generations=sum(row.generations for row in rows),
+        period=period,
+    )
+    return current, frame.layout({_as_date(row.day): row.drawn for row in rows})
 
 
 _DAILY_COUNTS = {}  # dialect name -> statement
@@ -368,6 +417,35 @@ def _daily_counts_statement(dialect: str):
             .group_by(day)
         )
     return _DAILY_COUNTS[dialect]
+
+
+_DAILY_USAGE = {}  # dialect name -> statement
+
+
+def _daily_usage_statement(dialect: str):
+    """Per UTC day since :since: the generations the chart draws (from :chart_start), and
+    the generations and credits within the period [:start, :end) (built once per dialect)."""
+    if dialect not in _DAILY_USAGE:
+        created_at = _generations.c.created_at
+        day = _utc_day(created_at, dialect)
+        in_period = (created_at >= bindparam("start")) & (created_at < bindparam("end"))
+        _DAILY_USAGE[dialect] = (
+            select(
+                day.label("day"),
+                func.count().filter(created_at >= bindparam("chart_start")).label("drawn"),
+                func.count().filter(in_period).label("generations"),
+                func.coalesce(func.sum(_generations.c.credits_charged).filter(in_period), 0).label(
+                    "credits_used"
+                ),
+            )
+            .where(
+                _generations.c.user_id == bindparam("user_id"),
+                _generations.c.status == "succeeded",
+                created_at >= bindparam("since"),
+            )
+            .group_by(day)
+        )
+    return _DAILY_USAGE[dialect]
 
 
 def _utc_day(column, dialect: str):
@@ -418,106 +496,107 @@ def _day_label(day: date, index: int, today: date | None) -> str:
 
 
 # The ledger is read as rows of the columns the page shows, not as entities: the
-# ORM's per-row work was most of the page's query CPU. A Row reads like an entity
-# (entry.delta), so the template and describe() take either.
-_entries = LedgerEntry.__table__
-_LEDGER_NEWEST = (
-    select(
-        _entries.c.id,
-        _entries.c.kind,
-        _entries.c.delta,
-        _entries.c.balance_after,
-        _entries.c.lot_id,
-        _entries.c.order_id,
-        _entries.c.reference,
-        _entries.c.note,
-        _entries.c.created_at,
+# ORM's per-row work was most of the page's query CPU. Each row carries what its
+# description needs of its lot, order and generation, joined in the same statement
+# (one round trip instead of up to four); admin notes and references stay internal.
+_entries, _lots, _orders = LedgerEntry.__table__, CreditLot.__table__, Order.__table__
+_entry_generations = _generations.alias("entry_generations")
+# "generation:<id>" names the generation an entry spent or returned credits for.
+GENERATION_PREFIX = "generation:"
+
+
+def _ledger_newest(dialect: str):
+    """The newest entries first, each with its lot, order and generation facts."""
+    order_id = func.coalesce(_entries.c.order_id, _lots.c.order_id)
+    joined = (
+        _entries.outerjoin(_lots, _lots.c.id == _entries.c.lot_id)
+        .outerjoin(_orders, _orders.c.id == order_id)
+        .outerjoin(
+            _entry_generations,
+            _entry_generations.c.id == _generation_id(_entries.c.reference, dialect),
+        )
     )
-    .where(_entries.c.user_id == bindparam("user_id"))
-    .order_by(_entries.c.id.desc())
-    .limit(LEDGER_PAGE_SIZE + 1)  # one extra row says whether another page exists
-)
-LEDGER_BEFORE = _LEDGER_NEWEST.where(_entries.c.id < bindparam("before"))
-LEDGER_AT_OFFSET = _LEDGER_NEWEST.offset(bindparam("offset"))
+    return (
+        select(
+            _entries.c.id,
+            _entries.c.kind,
+            _entries.c.delta,
+            _entries.c.balance_after,
+            _entries.c.reference,
+            _entries.c.note,
+            _entries.c.created_at,
+            _lots.c.source.label("lot_source"),
+            _orders.c.kind.label("order_kind"),
+            _orders.c.item_id.label("order_item_id"),
+            _entry_generations.c.model.label("generation_model"),
+        )
+        .select_from(joined)
+        .where(_entries.c.user_id == bindparam("user_id"))
+        .order_by(_entries.c.id.desc())
+        .limit(LEDGER_PAGE_SIZE + 1)  # one extra row says whether another page exists
+    )
+
+
+def _generation_id(reference, dialect: str):
+    """The id in a "generation:<id>" reference, NULL for any other reference.
+
+    Guarded so that no other reference is ever cast: PostgreSQL would refuse
+    "generation:abc" as an integer (SQLite reads it as 0, which matches no row).
+    """
+    digits = func.substr(reference, len(GENERATION_PREFIX) + 1)
+    if dialect == "postgresql":
+        is_generation = reference.regexp_match(f"^{GENERATION_PREFIX}[0-9]{{1,18}}$")
+    else:
+        is_generation = reference.like(f"{GENERATION_PREFIX}%")
+    return cast(case((is_generation, digits)), BigInteger)
+
+
+_LEDGER_STATEMENTS = {}  # (dialect, form) -> statement
+
+
+def _ledger_statement(form: str):
+    """The newest page ("offset") or the page before a cursor ("before"), once per dialect."""
+    dialect = db.engine.dialect.name
+    key = (dialect, form)
+    if key not in _LEDGER_STATEMENTS:
+        newest = _ledger_newest(dialect)
+        _LEDGER_STATEMENTS[key] = (
+            newest.where(_entries.c.id < bindparam("before"))
+            if form == "before"
+            else newest.offset(bindparam("offset"))
+        )
+    return _LEDGER_STATEMENTS[key]
 
 
 @dataclass(frozen=True)
 class LedgerPage:
-    entries: list  # rows with LedgerEntry's columns (id, kind, delta, created_at, …)
+    entries: list  # rows: the entry's columns (id, kind, delta, created_at, …) and its facts
     next_before: int | None  # the cursor for "load more", None on the last page
-    descriptions: dict[int, str] = field(default_factory=dict)  # entry id → customer's words
 
-    def describe(self, entry) -> str:
-        return self.descriptions.get(entry.id) or formatting.ledger_description(
-            entry.kind, entry.reference
-        )
+    @staticmethod
+    def describe(entry) -> str:
+        return describe_entry(entry)
 
 
-# What describe_entries needs of an entry's lot, order and generation: a few
-# columns each, by id (an expanding IN, so one statement serves any page).
-_lots, _orders = CreditLot.__table__, Order.__table__
-LOT_FACTS = select(_lots.c.id, _lots.c.source, _lots.c.order_id).where(
-    _lots.c.id.in_(bindparam("ids", expanding=True))
-)
-ORDER_FACTS = select(_orders.c.id, _orders.c.kind, _orders.c.item_id).where(
-    _orders.c.id.in_(bindparam("ids", expanding=True))
-)
-GENERATION_FACTS = select(_generations.c.id, _generations.c.model).where(
-    _generations.c.id.in_(bindparam("ids", expanding=True))
-)
+def describe_entry(entry) -> str:
+    """One ledger row in the customer's words, from the facts joined onto it."""
+    return formatting.ledger_description(
+        entry.kind,
+        entry.reference,
+        lot_source=entry.lot_source,
+        model=entry.generation_model,
+        product=_product(entry),
+    )
 
 
-def describe_entries(entries: list) -> dict[int, str]:
-    """Each entry in the customer's words, from its lot, order and generation.
-
-    At most three queries for the whole page, not three per row. The admin's notes
-    and the internal references are never part of the answer.
-    """
-    lot_ids = {entry.lot_id for entry in entries if entry.lot_id}
-    order_ids = {entry.order_id for entry in entries if entry.order_id}
-    generation_ids = {
-        int(ref) for entry in entries if (ref := _reference_id(entry, "generation")) is not None
-    }
-    lots = _by_id(LOT_FACTS, lot_ids)
-    order_ids |= {lot.order_id for lot in lots.values() if lot.order_id}
-    orders = _by_id(ORDER_FACTS, order_ids)
-    generations = _by_id(GENERATION_FACTS, generation_ids)
-    descriptions = {}
-    for entry in entries:
-        lot = lots.get(entry.lot_id)
-        order = orders.get(entry.order_id or (lot.order_id if lot else None))
-        generation = generations.get(_reference_id(entry, "generation"))
-        descriptions[entry.id] = formatting.ledger_description(
-            entry.kind,
-            entry.reference,
-            lot_source=lot.source if lot else None,
-            model=generation.model if generation else None,
-            product=_product(entry, lot, order),
-        )
-    return descriptions
-
-
-def _product(entry, lot, order) -> str | None:
-    if order is not None:
-        return formatting.product_name(order.kind, order.item_id)
-    if lot is not None and lot.source == "monthly" and entry.note:
+def _product(entry) -> str | None:
+    if entry.order_kind is not None:
+        return formatting.product_name(entry.order_kind, entry.order_item_id)
+    if entry.lot_source == "monthly" and entry.note:
         # The monthly lot names its tier only in the note it was granted with.
         tier = next((t for t in current_catalog().tiers if entry.note.startswith(t.name)), None)
         return f"{tier.name} plan" if tier else None
     return None
-
-
-def _reference_id(entry, noun: str) -> int | None:
-    prefix, _, value = (entry.reference or "").partition(":")
-    return int(value) if prefix == noun and value.isdigit() else None
-
-
-def _by_id(statement, ids: set[int]) -> dict:
-    """Rows of one of the *_FACTS statements, by id; no query for no ids."""
-    if not ids:
-        return {}
-    rows = db.session.connection().execute(statement, {"ids": sorted(ids)})
-    return {row.id: row for row in rows}
 
 
 def ledger_page(user_id: int, before: int | None = None, page: int = 1) -> LedgerPage:
@@ -528,34 +607,35 @@ def ledger_page(user_id: int, before: int | None = None, page: int = 1) -> Ledge
     more" sends; `page` is the plain offset form for links.
     """
     if before is not None:
-        statement, params = LEDGER_BEFORE, {"user_id": user_id, "before": before}
+        statement, params = _ledger_statement("before"), {"user_id": user_id, "before": before}
     else:
         offset = (max(page, 1) - 1) * LEDGER_PAGE_SIZE
-        statement, params = LEDGER_AT_OFFSET, {"user_id": user_id, "offset": offset}
+        statement, params = _ledger_statement("offset"), {"user_id": user_id, "offset": offset}
     rows = db.session.connection().execute(statement, params).all()
     entries = rows[:LEDGER_PAGE_SIZE]
     has_more = len(rows) > LEDGER_PAGE_SIZE
-    return LedgerPage(entries, entries[-1].id if has_more else None, describe_entries(entries))
+    return LedgerPage(entries, entries[-1].id if has_more else None)
 
 
 @dataclass(frozen=True)
 class Dashboard:
     user: User
     usage: Usage
-    lots: list[CreditLot]
+    lots: list  # rows: source, credits_remaining, credits_granted, expires_at
     next_expiry: datetime | None
     subscription: Subscription | None
     chart: UsageChart
     ledger: LedgerPage
     orders: list["Payment"]
-    generations: list[Generation]
+    generations: list  # rows of Generation's shown columns
+    email_choices: EmailChoices
 
 
 def dashboard(user: User) -> Dashboard:
     """Everything the account page shows, after granting the month's free credits."""
     touch_month(user)
-    current_usage = usage(user)
-    lots = credits.live_lots(user.id)
+    current_usage, chart = usage_with_chart(user)
+    lots = live_lots(user.id)
     expiries = [lot.expires_at for lot in lots if lot.expires_at is not None]
     return Dashboard(
         user=user,
@@ -563,24 +643,49 @@ def dashboard(user: User) -> Dashboard:
         lots=lots,
         next_expiry=min(expiries, default=None),
         subscription=current_subscription(user),
-        chart=usage_chart(user, current_usage.period),
+        chart=chart,
         ledger=ledger_page(user.id),
         orders=billing_history(user.id, limit=RECENT_ORDERS),
         generations=recent_generations(user.id),
+        email_choices=preferences_of(user.id),
     )
 
 
+# The strip (and the generator's gallery) shows these columns only: rows, not
+# entities, skip the ORM's per-row work.
+# The balance card's lots, in spend order, as rows of the columns it shows: the
+# same statement the ledger spends by (credits.LIVE_LOTS), read without entities.
+LIVE_LOT_ROWS = credits.LIVE_LOTS.with_only_columns(
+    CreditLot.source, CreditLot.credits_remaining, CreditLot.credits_granted, CreditLot.expires_at
+)
+
+
+def live_lots(user_id: int) -> list:
+    """The customer's spendable lots, soonest spent first (read-only rows)."""
+    params = {"user_id": user_id, "now": utcnow()}
+    return db.session.connection().execute(LIVE_LOT_ROWS, params).all()
+
+
 RECENT_GENERATIONS_STATEMENT = (
-    select(Generation)
-    .where(Generation.user_id == bindparam("user_id"))
+    select(
+        _generations.c.id,
+        _generations.c.prompt,
+        _generations.c.model,
+        _generations.c.credits_charged,
+        _generations.c.status,
+        _generations.c.result,
+        _generations.c.created_at,
+    )
+    .where(_generations.c.user_id == bindparam("user_id"))
     # created_at, not id: it walks the (user_id, created_at) index.
-    .order_by(Generation.created_at.desc(), Generation.id.desc())
+    .order_by(_generations.c.created_at.desc(), _generations.c.id.desc())
     .limit(RECENT_GENERATIONS)
 )
 
 
-def recent_generations(user_id: int) -> list[Generation]:
-    return list(db.session.execute(RECENT_GENERATIONS_STATEMENT, {"user_id": user_id}).scalars())
+def recent_generations(user_id: int) -> list:
+    """The customer's latest generations, as rows with Generation's shown columns."""
+    return db.session.connection().execute(RECENT_GENERATIONS_STATEMENT, {"user_id": user_id}).all()
 
 
 # --- billing history ---------------------------------------------------------------------
@@ -602,7 +707,7 @@ BILLING_PAGE_SIZE = 50
 class Payment:
     """One row of the billing history, as the customer reads it."""
 
-    order: Order
+    order: Order  # or, in the history, a row of the Order columns it shows
     date: datetime
     label: str
     amount: str
@@ -614,14 +719,42 @@ class Payment:
     tax: str | None = None
 
 
+# The columns payment_view and the payments table read: a row of them reads like
+# the Order (row.amount_cents), so one payment_view serves rows and receipts.
+_BILLING_COLUMNS = (
+    "id",
+    "kind",
+    "item_id",
+    "status",
+    "amount_cents",
+    "amount_subtotal_cents",
+    "amount_discount_cents",
+    "amount_tax_cents",
+    "amount_refunded_cents",
+    "currency",
+    "promotion_code",
+    "customer_notice",
+    "hosted_invoice_url",
+    "period_start",
+    "period_end",
+    "paid_at",
+    "created_at",
+)
+BILLING_HISTORY = (
+    select(*(_orders.c[name] for name in _BILLING_COLUMNS))
+    .where(
+        _orders.c.user_id == bindparam("user_id"),
+        # OR of plain comparisons: an IN list is re-rendered on every execution.
+        or_(*(_orders.c.status == status for status in BILLING_STATUSES)),
+    )
+    .order_by(_orders.c.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
 def billing_history(user_id: int, limit: int = BILLING_PAGE_SIZE) -> list[Payment]:
     """The customer's payments, newest first: packs, first payments, renewals, plan changes."""
-    orders = db.session.execute(
-        select(Order)
-        .where(Order.user_id == user_id, Order.status.in_(BILLING_STATUSES))
-        .order_by(Order.id.desc())
-        .limit(limit)
-    ).scalars()
+    orders = db.session.connection().execute(BILLING_HISTORY, {"user_id": user_id, "limit": limit})
     return [payment_view(order) for order in orders]
 
 
