@@ -6,6 +6,7 @@ Counted, never timed: the statements, locks and transactions each request sends
 """
 
 import contextlib
+import time
 
 import pytest
 from flask import Flask
@@ -222,18 +223,34 @@ PRODUCTION_ENGINE_OPTIONS = {"pool_recycle": 3600}  # config.py's: no pool_pre_p
 
 
 def kill_every_other_backend(app) -> int:
-    """Terminate every client backend but our own: the app's pooled connections die idle."""
+    """Terminate every client backend but our own: the app's pooled connections die idle.
+
+    Returns once they are gone: pg_terminate_backend only signals, and a backend
+    still exiting would answer the pool's ping (a connection dying between the
+    ping and its use is another case, which no ping can cover).
+    """
     engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
-    with engine.begin() as connection:
-        killed = connection.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND backend_type = 'client backend'"
-            )
-        ).scalar_one()
+    with engine.connect() as connection:
+        others = connection.execute(OTHER_BACKENDS).scalars().all()
+        for pid in others:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        deadline = time.monotonic() + 10
+        while backends_alive(connection, others) and time.monotonic() < deadline:
+            time.sleep(0.02)
     engine.dispose()
-    return killed
+    return len(others)
+
+
+OTHER_BACKENDS = text(
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+    " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+)
+
+
+def backends_alive(connection, pids: list[int]) -> int:
+    connection.rollback()  # pg_stat_activity is read once per transaction: a fresh one
+    alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)")
+    return connection.execute(alive, {"pids": pids}).scalar_one()
 
 
 def test_without_pre_ping_a_connection_killed_while_idle_is_replaced_before_use(make_app):
