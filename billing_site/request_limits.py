@@ -125,10 +125,13 @@ class Watchdog:
 
     def __init__(self):
         self._pid = None
+        self._starting = threading.Lock()
 
     def watch(self, when: float, stream: DeadlineInput) -> None:
         if self._pid != os.getpid():  # first use, or a forked child (threads don't fork)
-            self._start()
+            with self._starting:  # two request threads may get here at once
+                if self._pid != os.getpid():
+                    self._start()
         # Weakly held: a finished request's body and socket are not kept until its time.
         entry = (when, next(self._order), weakref.ref(stream))
         with self._wake:
@@ -137,11 +140,11 @@ class Watchdog:
                 self._wake.notify()
 
     def _start(self) -> None:
-        self._pid = os.getpid()
         self._wake = threading.Condition()
         self._deadlines: list[tuple[float, int, weakref.ref]] = []
         self._order = itertools.count()  # ties: never compare two references
         threading.Thread(target=self._run, name="body-deadlines", daemon=True).start()
+        self._pid = os.getpid()  # last: another thread may now skip the lock
 
     def _run(self) -> None:
         with self._wake:

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import requests
+from werkzeug.exceptions import RequestTimeout
 
+from billing_site.request_limits import DeadlineInput
 from tests import gunicorn_server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -173,3 +175,50 @@ def test_gunicorn_refuses_30_mb_unread_and_slow_bodies_do_not_starve_healthz(
         # The trickling clients were cut off at BODY_READ_TIMEOUT_SECONDS.
         assert slow_outcomes == [408, 408, 408]
         assert timed_healthz(site.url) < 1.5
+
+
+def stalled_body(seconds: float, *, length: int = 10):
+    """A DeadlineInput over a socket whose client sent nothing yet, and that client's end."""
+    server_end, client_end = socket.socketpair()
+    stream = DeadlineInput(server_end.makefile("rb"), server_end, seconds, length)
+    return stream, client_end
+
+
+def read_outcome(stream, outcomes: dict, name: str) -> None:
+    started = time.monotonic()
+    try:
+        stream.read(10)
+        outcomes[name] = ("read", time.monotonic() - started)
+    except RequestTimeout:
+        outcomes[name] = ("408", time.monotonic() - started)
+
+
+def test_the_watchdog_cuts_each_stalled_body_at_its_own_deadline_and_spares_a_finished_one():
+    outcomes: dict[str, tuple[str, float]] = {}
+    late, late_client = stalled_body(3.0)
+    soon, soon_client = stalled_body(0.3)
+    finished, finished_client = stalled_body(0.3)
+    finished_client.sendall(b"x" * 10)
+    readers = [  # daemons: a watchdog that never fires fails the test instead of hanging it
+        threading.Thread(target=read_outcome, args=(late, outcomes, "late"), daemon=True),
+        threading.Thread(target=read_outcome, args=(soon, outcomes, "soon"), daemon=True),
+    ]
+    readers[0].start()
+    time.sleep(0.1)  # the later deadline is first in the heap: the sooner one must wake it
+    readers[1].start()
+    read_outcome(finished, outcomes, "finished")
+    for reader in readers:
+        reader.join(timeout=10)
+
+    assert outcomes.get("finished", ("",))[0] == "read"
+    assert "soon" in outcomes and "late" in outcomes, outcomes
+    assert outcomes["soon"][0] == "408" and outcomes["soon"][1] < 2.0, outcomes
+    assert outcomes["late"][0] == "408" and outcomes["late"][1] >= 2.9, outcomes
+    time.sleep(0.5)  # past the finished body's deadline: its socket still reads
+    finished_client.sendall(b"more")
+    assert finished._sock.recv(4) == b"more"
+    for stream in (late, soon, finished):
+        stream._stream.close()
+        stream._sock.close()
+    for end in (late_client, soon_client, finished_client):
+        end.close()
