@@ -61,6 +61,7 @@ def deeply_nested(levels: int) -> str:
         (event_with(created="yesterday"), "created is not a Unix time"),
         (event_with(id="evt_" + "x" * 300), "id is not a short string"),
         (event_with().replace('"livemode": false', '"livemode": NaN'), "not JSON"),
+        (event_with().replace('"livemode": false', '"livemode": 1e999'), "too large a number"),
         (deeply_nested(100), "nested deeper"),
         (deeply_nested(100_000), "not JSON"),
         ("[1, 2]", "not a Stripe event"),
