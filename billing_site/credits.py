@@ -291,15 +291,8 @@ DRAW_FROM_LOT = (
     .where(_lots.c.id == bindparam("lot_id"))
     .values(credits_remaining=bindparam("remaining_after"))
 )
-SET_BALANCE = (
-    update(_users)
-    .where(_users.c.id == bindparam("user_id"))
-    .values(
-        balance=bindparam("balance_after"),
-        next_expiry_at=bindparam("next_expiry"),
-        updated_at=bindparam("updated_at"),
-    )
-)
+# SET: the parameters' other keys (balance, next_expiry_at, updated_at).
+SET_BALANCE = update(_users).where(_users.c.id == bindparam("user_id"))
 
 
 def _write_spend(
@@ -343,15 +336,7 @@ def _save_balance(user: User, balance: int, expires_at: datetime | None = None) 
     """
     _note_expiry(user, expires_at)
     values = {"balance": balance, "next_expiry_at": user.next_expiry_at, "updated_at": utcnow()}
-    _run(
-        SET_BALANCE,
-        {
-            "user_id": user.id,
-            "balance_after": values["balance"],
-            "next_expiry": values["next_expiry_at"],
-            "updated_at": values["updated_at"],
-        },
-    )
+    _run(SET_BALANCE, {"user_id": user.id, **values})
     for name, value in values.items():
         set_committed_value(user, name, value)
 

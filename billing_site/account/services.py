@@ -651,8 +651,6 @@ def dashboard(user: User) -> Dashboard:
     )
 
 
-# The strip (and the generator's gallery) shows these columns only: rows, not
-# entities, skip the ORM's per-row work.
 # The balance card's lots, in spend order, as rows of the columns it shows: the
 # same statement the ledger spends by (credits.LIVE_LOTS), read without entities.
 LIVE_LOT_ROWS = credits.LIVE_LOTS.with_only_columns(
@@ -666,6 +664,8 @@ def live_lots(user_id: int) -> list:
     return db.session.connection().execute(LIVE_LOT_ROWS, params).all()
 
 
+# The strip (and the generator's gallery) shows these columns only: rows, not
+# entities, skip the ORM's per-row work.
 RECENT_GENERATIONS_STATEMENT = (
     select(
         _generations.c.id,

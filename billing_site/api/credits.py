@@ -147,8 +147,7 @@ def usage():
     user = require_customer()
     require_scope("read")
     account.touch_month(user)
-    current = account.usage(user)
-    chart = account.usage_chart(user, current.period)
+    current, chart = account.usage_with_chart(user)  # as the account page reads it
     tier = current.tier
     return jsonify(
         {
