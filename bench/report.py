@@ -128,6 +128,35 @@ def _multiples(bench) -> list[str]:
             f"| {row['name']} | {row['app_ms']:.2f} | {row['floor_ms']:.2f} | {row['multiple']} "
             f"| {row['before']} | {row['target']} | {verdict} |"
         )
+    return [*lines, "", *_floor_runs(bench)]
+
+
+def _floor_runs(bench) -> list[str]:
+    """Every run of the webhook floor, so the yardstick's own spread is on the page."""
+    runs = getattr(bench, "floor_webhook_runs", [])
+    if not runs:
+        return []
+    yardstick = _webhook_floor(bench)
+    cpu = [result.app_cpu_ms for _when, result in runs if result.app_cpu_ms]
+    lines = [
+        f"The webhook floor was measured {len(runs)} times in this run, the same deliveries"
+        " each time; the run with the median app CPU is the yardstick of the multiples above",
+        "and of the webhook's throughput."
+        + (
+            f" Spread: the slowest run's app CPU is {max(cpu) / min(cpu):.2f}x the fastest's."
+            if cpu
+            else ""
+        ),
+        "",
+        "| webhook floor run | req/s | p99 ms | app ms | PostgreSQL ms | |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for when, result in runs:
+        mark = "the yardstick (median)" if result is yardstick else ""
+        lines.append(
+            f"| {when} | {result.throughput:,.0f} | {result.p99_ms:.1f} "
+            f"| {_cpu_cells(result)} | {mark} |"
+        )
     return [*lines, ""]
 
 
@@ -279,6 +308,10 @@ def summary(bench) -> str:
         lines.append(
             f"    CPU ms per request, app + PostgreSQL: {_cpu_cells(run.site, ' + ')}{floor_cpu}"
         )
+    floor_runs = getattr(bench, "floor_webhook_runs", [])
+    if floor_runs:
+        per_run = ", ".join(_ms(result.app_cpu_ms) for _when, result in floor_runs)
+        lines.append(f"  webhook floor, app CPU ms per request, run by run: {per_run}")
     for row in getattr(bench, "multiples", []):
         verdict = "pass" if row["passed"] else "FAIL"
         lines.append(f"  {row['name']}: {row['multiple']} the webhook floor's app CPU [{verdict}]")

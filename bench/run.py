@@ -14,6 +14,10 @@ are reported in RESULTS.md, not failed on), 1 when a correctness check failed,
 BENCH_WORKER_CLASS (sync), BENCH_THREADS (gthread only, 4), BENCH_SECONDS (10),
 BENCH_EVENTS (10000), BENCH_FAULT_EVENTS (3000; 0 skips the fault run),
 BENCH_KILL_SECONDS (2), BENCH_PAUSED_EVENTS (5000; 0 skips the webhook-alone run).
+
+The webhook floor is the yardstick of most targets, and one measurement of it on
+these VMs moves by up to 60% from one minute to the next; so it is measured three
+times, bracketing the site's runs, and the median run is the yardstick.
 """
 
 import os
@@ -134,6 +138,7 @@ class Bench:
     appliers: list = field(default_factory=list)  # the `flask worker` processes now running
     worker: WorkerCost | None = None
     fault: FaultRun | None = None
+    floor_webhook_runs: list = field(default_factory=list)  # (when, LoadResult), in order
 
     def say(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -393,11 +398,27 @@ def measure_everything(bench: Bench, floor_url: str, site_url: str, fixtures: di
             TARGETS["pricing_share_of_floor"],
         )
     )  # fmt: skip
+    measure_floor_webhook(bench, floor_url, fixtures, "before the account pages")
     measure_accounts(bench, site_url, fixtures, floor_page)
     measure_webhook(bench, floor_url, site_url, fixtures)
     measure_generations(bench, site_url, fixtures)
     measure_fault_run(bench, site_url, fixtures)
     bench.multiples = cpu_multiples(fixtures)
+
+
+def measure_floor_webhook(bench: Bench, floor_url: str, fixtures: dict, when: str) -> None:
+    """One run of the webhook floor on the main batch's deliveries; the yardstick
+    (fixtures["floor_webhook"]) is the median of the runs so far."""
+    result = measure_ingest(bench, floor_url, "/webhook", ingest_deliveries(fixtures["orders"]))
+    bench.floor_webhook_runs.append((when, result))
+    fixtures["floor_webhook"] = median_run([result for _when, result in bench.floor_webhook_runs])
+
+
+def median_run(results: list[load.LoadResult]) -> load.LoadResult:
+    """The run whose app CPU per request is the median (the upper one of an even count).
+    A whole run rather than a median per figure, so its throughput, latency and CPU
+    stay one measurement's."""
+    return sorted(results, key=lambda result: result.app_cpu_ms or 0.0)[len(results) // 2]
 
 
 def cpu_multiples(fixtures: dict) -> list[dict]:
@@ -479,9 +500,19 @@ def measure_webhook(bench, floor_url, site_url, fixtures) -> None:
     if probe.status_code in (404, 405):
         bench.missing.append("POST /stripe/webhook")
         return not_measured(bench, "webhook ingest (POST /stripe/webhook)", "route missing")
+    measure_floor_webhook(bench, floor_url, fixtures, "right before the site's webhook")
+    ingests = [measure_ingest_with_workers(bench, site_url, fixtures)]
+    if fixtures["paused_orders"]:
+        ingests.append(measure_ingest_with_workers_paused(bench, site_url, fixtures))
+    measure_floor_webhook(bench, floor_url, fixtures, "after the site's webhook runs")
+    # Judged only now, against the median of the three floor runs.
+    for name, result, note in ingests:
+        bench.runs.append(judged_ingest(name, result, fixtures["floor_webhook"], note))
+
+
+def measure_ingest_with_workers(bench, site_url, fixtures) -> tuple:
+    """The main batch, applied by the workers as it arrives; their CPU and lag."""
     deliveries = ingest_deliveries(fixtures["orders"])
-    floor_webhook = measure_ingest(bench, floor_url, "/webhook", deliveries)
-    fixtures["floor_webhook"] = floor_webhook
     # The workers' CPU from just before the site's run to the end of the drain.
     worker_cpu = workers.cpu_seconds(bench.appliers)
     postgres_cpu = postgres_cpu_seconds(bench.postmaster)
@@ -500,36 +531,17 @@ def measure_webhook(bench, floor_url, site_url, fixtures) -> None:
         window_postgres_ms=postgres_cpu * 1000 / events if events else None,
     )
     fixtures.setdefault("cpu", {})["worker"] = bench.worker
-    run = judged_share(
-        "webhook ingest (POST /stripe/webhook)", result, floor_webhook, "webhook floor",
-        TARGETS["webhook_share_of_floor"],
-    )  # fmt: skip
-    fast_enough = result.p99_ms < TARGETS["webhook_p99_ms"]
-    run.target += f"; p99 < {TARGETS['webhook_p99_ms']:.0f} ms"
-    run.passed = run.passed and fast_enough
-    run.note += (
-        f" p99 {result.p99_ms:.0f} ms: {'under' if fast_enough else 'over'}"
-        f" {TARGETS['webhook_p99_ms']:.0f} ms."
-    )
-    answered = result.count(200)
     applied = "never all applied" if drained is None else f"last applied {drained:.1f} s later"
     if lag["p50"] is not None:
         applied += f"; stored to applied p50 {lag['p50']:.1f} s, p99 {lag['p99']:.1f} s"
-    run.note = (
-        f"{answered:,} of {result.requests:,} deliveries answered 200 "
-        f"({APPLIERS} workers: {applied}). " + run.note
+    note = (
+        f"{result.count(200):,} of {result.requests:,} deliveries answered 200 "
+        f"({APPLIERS} workers: {applied})."
     )
-    if result.count(400):
-        run.note += (
-            f" {result.count(400):,} rejected with 400: signatures go stale after 300 s,"
-            " so a site this slow cannot take the whole batch in time."
-        )
-    bench.runs.append(run)
-    if fixtures["paused_orders"]:
-        measure_ingest_with_workers_paused(bench, site_url, fixtures, floor_webhook)
+    return "webhook ingest (POST /stripe/webhook)", result, note
 
 
-def measure_ingest_with_workers_paused(bench, site_url, fixtures, floor_webhook) -> None:
+def measure_ingest_with_workers_paused(bench, site_url, fixtures) -> tuple:
     """The webhook alone: its own batch, posted while the workers are stopped (SIGSTOP)."""
     deliveries = ingest_deliveries(fixtures["paused_orders"])
     workers.pause(bench.appliers)
@@ -539,19 +551,30 @@ def measure_ingest_with_workers_paused(bench, site_url, fixtures, floor_webhook)
         workers.resume(bench.appliers)
     fixtures["measured"].add("paused ingest")
     drained = workers.wait_for_drain(fixtures["database_url"])
-    run = judged_share(
-        "webhook ingest, workers paused (the webhook alone)", result, floor_webhook,
-        "webhook floor", TARGETS["webhook_share_of_floor"],
-    )  # fmt: skip
+    applied = "never all applied" if drained is None else f"all applied {drained:.1f} s after"
+    note = (
+        f"{result.count(200):,} of {result.requests:,} deliveries answered 200; "
+        f"{APPLIERS} workers resumed: {applied}."
+    )
+    return "webhook ingest, workers paused (the webhook alone)", result, note
+
+
+def judged_ingest(name, result, floor, note) -> Run:
+    """Throughput beside the webhook floor's, and p99 under its bound."""
+    run = judged_share(name, result, floor, "webhook floor", TARGETS["webhook_share_of_floor"])
     fast_enough = result.p99_ms < TARGETS["webhook_p99_ms"]
     run.target += f"; p99 < {TARGETS['webhook_p99_ms']:.0f} ms"
     run.passed = run.passed and fast_enough
-    applied = "never all applied" if drained is None else f"all applied {drained:.1f} s after"
     run.note = (
-        f"{result.count(200):,} of {result.requests:,} deliveries answered 200; "
-        f"{APPLIERS} workers resumed: {applied}. " + run.note
+        f"{note} {run.note} p99 {result.p99_ms:.0f} ms:"
+        f" {'under' if fast_enough else 'over'} {TARGETS['webhook_p99_ms']:.0f} ms."
     )
-    bench.runs.append(run)
+    if result.count(400):
+        run.note += (
+            f" {result.count(400):,} rejected with 400: signatures go stale after 300 s,"
+            " so a site this slow cannot take the whole batch in time."
+        )
+    return run
 
 
 def measure_generations(bench, base_url, fixtures) -> None:
