@@ -52,12 +52,8 @@ class Draw:
 
 # The statements every spend runs are built once, with bound parameters:
 # building a select() costs about as much as running it.
-LOCK_USER = (
-    select(User)
-    .where(User.id == bindparam("user_id"))
-    .with_for_update()
-    .execution_options(populate_existing=True)
-)
+LOCK_USER_ROW = select(User).with_for_update().execution_options(populate_existing=True)
+LOCK_USER = LOCK_USER_ROW.where(User.id == bindparam("user_id"))
 # Key in Session.info: {user id: User} of the rows this transaction has locked. The
 # User is kept, not just its id: the session's identity map holds objects weakly,
 # and a user nobody references would be read again by the next lock or lazy load.
@@ -80,6 +76,16 @@ def lock_user(user_id: int) -> User:
             or db.session.execute(LOCK_USER, {"user_id": user_id}).scalar_one()
         )
     return locked[user_id]
+
+
+def lock_user_found_by(statement, parameters: dict) -> User | None:
+    """lock_user for a user found through another table, in one round trip: `statement`
+    is LOCK_USER_ROW narrowed by a subquery (built once by the caller). None when it
+    names nobody. The user is then held as lock_user holds it."""
+    user = db.session.execute(statement, parameters).scalar_one_or_none()
+    if user is not None:
+        db.session.info.setdefault(LOCKED_USERS, {}).setdefault(user.id, user)
+    return user
 
 
 # The ledger's own columns: all it reads of a user once the row is locked.

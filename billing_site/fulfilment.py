@@ -17,7 +17,7 @@ from sqlalchemy.exc import NoResultFound
 from billing_site import books, credits
 from billing_site.catalog import PACK_CREDIT_LIFETIME_DAYS
 from billing_site.extensions import db
-from billing_site.models import Order, StripeEvent, utcnow
+from billing_site.models import Order, StripeEvent, User, utcnow
 from billing_site.stripe_gateway import stripe_id
 from billing_site.webhook.registry import handler_for
 
@@ -50,8 +50,13 @@ _orders, _events = Order.__table__, StripeEvent.__table__
 ORDER_OF_SESSION = (
     select(Order).where(Order.checkout_session_id == bindparam("session_id")).with_for_update()
 )
-USER_OF_SESSION = select(_orders.c.user_id).where(
-    _orders.c.checkout_session_id == bindparam("session_id")
+# The customer whose order the session is for, locked in one statement: the
+# ledger's lock (credits.LOCK_USER_ROW), found through the order (not locked here).
+LOCK_CUSTOMER_OF_SESSION = credits.LOCK_USER_ROW.where(
+    User.id
+    == select(_orders.c.user_id)
+    .where(_orders.c.checkout_session_id == bindparam("session_id"))
+    .scalar_subquery()
 )
 ORDER_OF_INVOICE = select(_orders.c.id).where(
     _orders.c.stripe_invoice_id == bindparam("invoice_id")
@@ -100,7 +105,7 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
     Returns the outcome. A currency or an amount Stripe reports that the order
     did not expect (and no discount explains) grants nothing: `needs_review`.
     """
-    _lock_customer(_user_of_session(session))  # customer first (subscriptions: LOCK ORDER)
+    _lock_customer_of(session)  # customer first, then the order (subscriptions: LOCK ORDER)
     order = lock_order_for_session(session)
     if order is None:
         return "unknown_order"
@@ -129,22 +134,18 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
     return f"fulfilled; applied {applied} earlier event(s)" if applied else "fulfilled"
 
 
-def _user_of_session(session: dict) -> int | None:
-    """Whose order this session is for (read without a lock, to lock the customer first)."""
-    user_id = db.session.scalar(USER_OF_SESSION, {"session_id": session["id"]})
-    if user_id is not None:
-        return user_id
-    metadata_user = str((session.get("metadata") or {}).get("user_id") or "")
-    return int(metadata_user) if metadata_user.isdigit() and len(metadata_user) < 19 else None
-
-
-def _lock_customer(user_id: int | None) -> None:
-    if user_id is None:
+def _lock_customer_of(session: dict) -> None:
+    """Lock whose order this session is for, before the order itself; failing that (no
+    order has its id yet), the customer its metadata names."""
+    found = credits.lock_user_found_by(LOCK_CUSTOMER_OF_SESSION, {"session_id": session["id"]})
+    if found is not None:
         return
-    # The ledger's own lock: the grant that follows finds the row already held. A
-    # user id from metadata may name no customer of ours; then no order is found.
-    with contextlib.suppress(NoResultFound):
-        credits.lock_user(user_id)
+    metadata_user = str((session.get("metadata") or {}).get("user_id") or "")
+    if metadata_user.isdigit() and len(metadata_user) < 19:
+        # The ledger's own lock: the grant that follows finds the row already held. A
+        # user id from metadata may name no customer of ours; then no order is found.
+        with contextlib.suppress(NoResultFound):
+            credits.lock_user(int(metadata_user))
 
 
 def mark_paid(order: Order, paid_at=None) -> None:

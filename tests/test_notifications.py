@@ -352,6 +352,29 @@ def test_a_failing_handler_rolls_its_email_back_with_it(app, db, client, monkeyp
     assert len(outbox("receipt")) == 1
 
 
+def test_an_email_the_database_refuses_never_undoes_the_payment(app, db, client, monkeypatch):
+    from sqlalchemy import text
+
+    from billing_site.notifications import outbox as outbox_module
+
+    user = make_user()
+    order = make_order(user, "pro")
+    event = make_event("checkout.session.completed", checkout_session(order))
+    # A statement PostgreSQL rejects, as a real INSERT would on a full disk or a bad
+    # value: it aborts the transaction unless the savepoint around it is rolled back.
+    monkeypatch.setattr(
+        outbox_module, "_queue_statement", lambda: text("INSERT INTO no_such_table VALUES (1)")
+    )
+
+    response = post_event(client, event)
+
+    assert response.applied_ok is True
+    _db.session.expire_all()
+    assert _db.session.get(Order, order.id).status == "paid"
+    assert credits.current_balance(user.id) == order.credits
+    assert outbox() == []
+
+
 # --- /dev/mail --------------------------------------------------------------------------
 
 
