@@ -340,8 +340,10 @@ def _save_balance(user: User, balance: int, expires_at: datetime | None = None) 
     so no flush writes the row again: the ORM's unit of work costs several
     times this statement.
     """
-    _note_expiry(user, expires_at)
-    values = {"balance": balance, "next_expiry_at": user.next_expiry_at, "updated_at": utcnow()}
+    # Not set on the user first: a set attribute marks the object modified, and every
+    # later flush in the transaction would look the row over again.
+    next_expiry = _sooner(user.next_expiry_at, expires_at)
+    values = {"balance": balance, "next_expiry_at": next_expiry, "updated_at": utcnow()}
     _run(SET_BALANCE, {"user_id": user.id, **values})
     for name, value in values.items():
         set_committed_value(user, name, value)
@@ -555,8 +557,15 @@ def _pay_off_debt(user: User, available: int) -> int:
 
 
 def _note_expiry(user: User, expires_at: datetime | None) -> None:
-    if expires_at is not None and (user.next_expiry_at is None or expires_at < user.next_expiry_at):
+    if _sooner(user.next_expiry_at, expires_at) != user.next_expiry_at:
         user.next_expiry_at = expires_at
+
+
+def _sooner(next_expiry: datetime | None, expires_at: datetime | None) -> datetime | None:
+    """The next expiry once credits expiring at `expires_at` (None: never) are added."""
+    if expires_at is not None and (next_expiry is None or expires_at < next_expiry):
+        return expires_at
+    return next_expiry
 
 
 def _write_entry(

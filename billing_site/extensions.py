@@ -6,10 +6,11 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData, bindparam
+from sqlalchemy import MetaData, bindparam, inspect, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm.attributes import set_committed_value
 
 from billing_site.client_identity import client_key
 
@@ -52,3 +53,54 @@ def insert_once(table, columns, *unique_columns):
         .on_conflict_do_nothing(index_elements=list(unique_columns))
         .returning(table.c.id)
     )
+
+
+_update_statements: dict = {}  # (table, changed column names) -> the UPDATE, built once
+
+
+def update_now(obj) -> None:
+    """Write a loaded row's changed columns now, as one prebuilt UPDATE, and take the
+    values as committed, so no flush writes them again.
+
+    For one changed row the unit of work costs several times its one statement
+    (the worker's paid order: about 1 ms of its 9). Anything but plain column
+    changes, or an onupdate that is SQL, is left to an ordinary flush.
+    """
+    state = inspect(obj)
+    table = state.mapper.local_table
+    columns = [state.mapper.column_attrs.get(key) for key in state.committed_state]
+    plain = state.key is not None and len(state.mapper.primary_key) == 1
+    if not plain or not all(prop and _is_own_column(prop, table) for prop in columns):
+        db.session.flush()
+        return
+    values = {prop.key: state.dict.get(prop.key) for prop in columns}
+    for column in table.columns:
+        refresh = column.onupdate
+        if refresh is not None and column.key not in values:
+            if not (refresh.is_callable or refresh.is_scalar):
+                db.session.flush()
+                return
+            values[column.key] = refresh.arg(None) if refresh.is_callable else refresh.arg
+    if not values:
+        return
+    primary_key = state.mapper.primary_key[0]
+    statement_key = (table.name, tuple(values))
+    if statement_key not in _update_statements:
+        _update_statements[statement_key] = (
+            update(table)
+            .where(primary_key == bindparam("primary_key"))
+            .values({name: bindparam(name, type_=table.c[name].type) for name in values})
+        )
+    identity = state.identity[0]
+    db.session.connection().execute(
+        _update_statements[statement_key], {"primary_key": identity, **values}
+    )
+    for name, value in values.items():
+        set_committed_value(obj, name, value)
+    if not state.committed_state:  # clean again: later flushes need not look at it
+        state._commit_all(state.dict, db.session.identity_map)
+
+
+def _is_own_column(prop, table) -> bool:
+    """The attribute is one column of `table`, under the column's own name."""
+    return len(prop.columns) == 1 and prop.columns[0] is table.c.get(prop.key)

@@ -277,3 +277,28 @@ def test_the_dropped_connection_drill_passes_without_pre_ping(make_app, monkeypa
             _db, app.test_client(), monkeypatch, moment
         )
         _db.session.remove()
+
+
+def test_a_paid_checkout_writes_each_row_once_and_books_every_column(app, db, client):
+    from billing_site.models import Order
+    from tests.factories import make_order, make_user
+    from tests.stripe_events import checkout_session, make_event, post_event
+
+    order = make_order(make_user(), "pro")
+    session = checkout_session(order)
+    order_id, user_id = order.id, order.user_id
+    event = make_event("checkout.session.completed", session)
+
+    with recorded(app) as sql:
+        assert post_event(client, event).applied_ok
+
+    # The order and the balance each written by one UPDATE, not again by a flush.
+    assert len(sql.matching("UPDATE orders")) == 1
+    assert len(sql.matching("UPDATE users")) == 1
+    with app.app_context():
+        paid = _db.session.get(Order, order_id)
+        assert (paid.status, paid.payment_intent_id) == ("paid", f"pi_for_order_{order_id}")
+        # Booked from what Stripe reported (the subtotal was unknown until now).
+        assert paid.amount_subtotal_cents == paid.amount_cents == session["amount_total"]
+        assert paid.paid_at is not None and paid.updated_at >= paid.paid_at
+        assert balance_in_database(app, user_id) == paid.credits
