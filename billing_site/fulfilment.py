@@ -12,7 +12,9 @@ import contextlib
 from datetime import timedelta
 
 from sqlalchemy import bindparam, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import NoResultFound
+from sqlalchemy.orm import Session
 
 from billing_site import books, credits
 from billing_site.catalog import PACK_CREDIT_LIFETIME_DAYS
@@ -69,6 +71,22 @@ EARLY_EVENTS = (
     )
     .order_by(_events.c.created, _events.c.id)
 )
+
+
+# Key in Session.info: {Checkout Session id: Order} fulfilled in this transaction. Kept
+# (the session's identity map holds objects weakly), so what follows in the same
+# transaction, the receipt, reads the order as fulfilment left it instead of again.
+FULFILLED_ORDERS = "fulfilled_orders"
+
+
+def order_fulfilled_in_this_transaction(session_id: str | None) -> Order | None:
+    return db.session.info.get(FULFILLED_ORDERS, {}).get(session_id)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_fulfilled_orders(session: Session, transaction) -> None:
+    if transaction.parent is None:  # the database transaction's end, not a flush's
+        session.info.pop(FULFILLED_ORDERS, None)
 
 
 def lock_order_for_session(session: dict) -> Order | None:
@@ -132,6 +150,7 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
         keep_one_live_subscription(order)
     applied = apply_events_that_came_early(order)
     update_now(order)  # the worker's hot path: one UPDATE, not a flush
+    db.session.info.setdefault(FULFILLED_ORDERS, {})[session["id"]] = order
     return f"fulfilled; applied {applied} earlier event(s)" if applied else "fulfilled"
 
 

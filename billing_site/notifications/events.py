@@ -11,6 +11,7 @@ import logging
 
 from sqlalchemy import bindparam, select
 
+from billing_site import fulfilment
 from billing_site.catalog import current_catalog
 from billing_site.extensions import db
 from billing_site.models import Order, Subscription, User, utcnow
@@ -60,7 +61,13 @@ PAID_PACK_OF_SESSION = (
 
 
 def _checkout_paid(session: dict) -> None:
-    # Through the session, so the handler's changes to the order are flushed first.
+    fulfilled = fulfilment.order_fulfilled_in_this_transaction(session.get("id"))
+    if fulfilled is not None:  # just now: the order (and its customer) are in hand
+        if fulfilled.kind == "pack":
+            messages.pack_receipt(fulfilled)
+        return
+    # Paid before (a redelivery, a replay): read it. Through the session, so the
+    # handler's changes to the order are flushed first.
     order = db.session.execute(PAID_PACK_OF_SESSION, {"session_id": session.get("id")}).first()
     if order is not None:
         messages.pack_receipt(order, messages.Addressee(order.user_id, order.email))
