@@ -90,8 +90,9 @@ def _cpu(bench) -> list[str]:
         if run.site is not None:
             floor = _cpu_cells(run.floor) if run.floor else " | "
             lines.append(f"| {run.name} | {_cpu_cells(run.site)} | {run.floor_name} | {floor} |")
-    worker, floor = getattr(bench, "worker", None), _webhook_floor(bench)
-    backlog = getattr(bench, "backlog_worker", None)
+    worker, backlog = getattr(bench, "worker", None), getattr(bench, "backlog_worker", None)
+    # The workers' figures are CPU multiples: beside the floor run of median app CPU.
+    floor = getattr(bench, "floor_yardsticks", {}).get("app CPU") or _webhook_floor(bench)
     floor_cells = f"webhook floor | {_cpu_cells(floor)}" if floor else " | | "
     if worker is not None and worker.app_cpu_ms is not None:
         lines.append(
@@ -146,26 +147,26 @@ def _floor_runs(bench) -> list[str]:
     runs = getattr(bench, "floor_webhook_runs", [])
     if not runs:
         return []
-    yardstick = _webhook_floor(bench)
+    yardsticks = getattr(bench, "floor_yardsticks", {})
     cpu = [result.app_cpu_ms for _when, result in runs if result.app_cpu_ms]
     lines = [
         f"The webhook floor was measured {len(runs)} times in this run, the same deliveries"
-        " each time; the run with the median app CPU is the yardstick of the multiples above",
-        "and of the webhook's throughput."
+        " each time. The run with the median app CPU is the yardstick of the multiples above,",
+        "the run with the median throughput that of the webhook's share of the floor."
         + (
             f" Spread: the slowest run's app CPU is {max(cpu) / min(cpu):.2f}x the fastest's."
             if cpu
             else ""
         ),
         "",
-        "| webhook floor run | req/s | p99 ms | app ms | PostgreSQL ms | |",
+        "| webhook floor run | req/s | p99 ms | app ms | PostgreSQL ms | the median of |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for when, result in runs:
-        mark = "the yardstick (median)" if result is yardstick else ""
+        medians = ", ".join(name for name, run in yardsticks.items() if run is result)
         lines.append(
             f"| {when} | {result.throughput:,.0f} | {result.p99_ms:.1f} "
-            f"| {_cpu_cells(result)} | {mark} |"
+            f"| {_cpu_cells(result)} | {medians} |"
         )
     return [*lines, ""]
 
