@@ -67,6 +67,8 @@ def update_now(obj) -> None:
     changes, or an onupdate that is SQL, is left to an ordinary flush.
     """
     state = inspect(obj)
+    if not state.committed_state:
+        return  # nothing changed: nothing to write (and no updated_at to move)
     table = state.mapper.local_table
     columns = [state.mapper.column_attrs.get(key) for key in state.committed_state]
     plain = state.key is not None and len(state.mapper.primary_key) == 1
@@ -81,8 +83,6 @@ def update_now(obj) -> None:
                 db.session.flush()
                 return
             values[column.key] = refresh.arg(None) if refresh.is_callable else refresh.arg
-    if not values:
-        return
     primary_key = state.mapper.primary_key[0]
     statement_key = (table.name, tuple(values))
     if statement_key not in _update_statements:
@@ -97,7 +97,9 @@ def update_now(obj) -> None:
     )
     for name, value in values.items():
         set_committed_value(obj, name, value)
-    if not state.committed_state:  # clean again: later flushes need not look at it
+    # Clean again, as a flush leaves the rows it wrote (SQLAlchemy's own step for
+    # that; it has no public name): later flushes in the transaction skip the object.
+    if not state.committed_state:
         state._commit_all(state.dict, db.session.identity_map)
 
 
