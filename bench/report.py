@@ -139,7 +139,29 @@ def _multiples(bench) -> list[str]:
             f"| {row['name']} | {row['app_ms']:.2f} | {row['floor_ms']:.2f} | {row['multiple']} "
             f"| {row['before']} | {row['target']} | {verdict} |"
         )
-    return [*lines, "", *_floor_runs(bench)]
+    return [*lines, "", *_site_repeats(bench, rows), *_floor_runs(bench)]
+
+
+def _site_repeats(bench, rows) -> list[str]:
+    """Each repeated path's runs, so the median's spread is on the page too."""
+    repeats = getattr(bench, "site_repeats", {})
+    floor = getattr(bench, "floor_yardsticks", {}).get("app CPU")
+    lines = []
+    for row in rows:
+        runs = repeats.get(row.get("key"))
+        if not runs or floor is None or not floor.app_cpu_ms:
+            continue
+        multiples = ", ".join(f"{run.app_cpu_ms / floor.app_cpu_ms:.1f}x" for run in runs)
+        lines.append(f"- {row['name']}: {len(runs)} runs, {multiples} (the median is above)")
+    if not lines:
+        return []
+    return [
+        "Each of these paths was measured more than once; the multiple above is the run of",
+        "median app CPU:",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def _floor_runs(bench) -> list[str]:
