@@ -23,7 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from billing_site import metrics
-from billing_site.extensions import db, insert_once
+from billing_site.extensions import db, insert_once, update_now
 from billing_site.models import CreditLot, LedgerEntry, User, utcnow
 
 # Spend order for lots expiring at the same moment: monthly allowances first,
@@ -297,8 +297,6 @@ DRAW_FROM_LOT = (
     .where(_lots.c.id == bindparam("lot_id"))
     .values(credits_remaining=bindparam("remaining_after"))
 )
-# SET: the parameters' other keys (balance, next_expiry_at, updated_at).
-SET_BALANCE = update(_users).where(_users.c.id == bindparam("user_id"))
 
 
 def _write_spend(
@@ -334,19 +332,11 @@ def _write_spend(
 
 
 def _save_balance(user: User, balance: int, expires_at: datetime | None = None) -> None:
-    """Write the user's new balance (and next expiry, if `expires_at` is sooner) at once.
-
-    One plain UPDATE, and the user object gets the values as already committed,
-    so no flush writes the row again: the ORM's unit of work costs several
-    times this statement.
-    """
-    # Not set on the user first: a set attribute marks the object modified, and every
-    # later flush in the transaction would look the row over again.
-    next_expiry = _sooner(user.next_expiry_at, expires_at)
-    values = {"balance": balance, "next_expiry_at": next_expiry, "updated_at": utcnow()}
-    _run(SET_BALANCE, {"user_id": user.id, **values})
-    for name, value in values.items():
-        set_committed_value(user, name, value)
+    """Write the user's new balance (and next expiry, if `expires_at` is sooner) at once,
+    as one UPDATE that no flush repeats (extensions.update_now)."""
+    user.balance = balance
+    _note_expiry(user, expires_at)
+    update_now(user)
 
 
 def compensate(user_id: int, draws: list[Draw], *, reference: str, note: str | None = None) -> None:
@@ -557,15 +547,8 @@ def _pay_off_debt(user: User, available: int) -> int:
 
 
 def _note_expiry(user: User, expires_at: datetime | None) -> None:
-    if _sooner(user.next_expiry_at, expires_at) != user.next_expiry_at:
+    if expires_at is not None and (user.next_expiry_at is None or expires_at < user.next_expiry_at):
         user.next_expiry_at = expires_at
-
-
-def _sooner(next_expiry: datetime | None, expires_at: datetime | None) -> datetime | None:
-    """The next expiry once credits expiring at `expires_at` (None: never) are added."""
-    if expires_at is not None and (next_expiry is None or expires_at < next_expiry):
-        return expires_at
-    return next_expiry
 
 
 def _write_entry(

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select
 from billing_site import fulfilment
 from billing_site.catalog import current_catalog
 from billing_site.extensions import db
-from billing_site.models import Order, Subscription, User, utcnow
+from billing_site.models import Order, Subscription, utcnow
 from billing_site.notifications import messages
 from billing_site.subscriptions import subscription_id_of_invoice
 
@@ -43,34 +43,16 @@ def after_event(event: dict) -> None:
         log.exception("emails for event %s (%s) not queued", event.get("id"), event.get("type"))
 
 
-_orders, _users = Order.__table__, User.__table__
-# Only what the receipt says, with its addressee: one row, not two entities. A
-# subscription's first payment gets its receipt from its invoice (invoice.paid).
-PAID_PACK_OF_SESSION = (
-    select(
-        _orders.c.id, _orders.c.item_id, _orders.c.credits, _orders.c.amount_cents,
-        _orders.c.paid_at, _orders.c.receipt_url, _users.c.id.label("user_id"), _users.c.email,
-    )
-    .join(_users, _users.c.id == _orders.c.user_id)
-    .where(
-        _orders.c.checkout_session_id == bindparam("session_id"),
-        _orders.c.kind == "pack",
-        _orders.c.status.in_(PAID_ORDER_STATUSES),
-    )
-)  # fmt: skip
+ORDER_OF_SESSION = select(Order).where(Order.checkout_session_id == bindparam("session_id"))
 
 
 def _checkout_paid(session: dict) -> None:
-    fulfilled = fulfilment.order_fulfilled_in_this_transaction(session.get("id"))
-    if fulfilled is not None:  # just now: the order (and its customer) are in hand
-        if fulfilled.kind == "pack":
-            messages.pack_receipt(fulfilled)
-        return
-    # Paid before (a redelivery, a replay): read it. Through the session, so the
-    # handler's changes to the order are flushed first.
-    order = db.session.execute(PAID_PACK_OF_SESSION, {"session_id": session.get("id")}).first()
-    if order is not None:
-        messages.pack_receipt(order, messages.Addressee(order.user_id, order.email))
+    # A subscription's first payment gets its receipt from its invoice (invoice.paid).
+    order = fulfilment.order_fulfilled_in_this_transaction(session.get("id"))
+    if order is None:  # paid before (a redelivery, a replay): read it as it stands
+        order = db.session.execute(ORDER_OF_SESSION, {"session_id": session.get("id")}).scalar()
+    if order is not None and order.kind == "pack" and order.status in PAID_ORDER_STATUSES:
+        messages.pack_receipt(order)
 
 
 def _invoice_paid(invoice: dict) -> None:

@@ -6,7 +6,6 @@ return the new message's id, or None when that cause already had its message
 """
 
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import select
@@ -65,16 +64,8 @@ def _day(moment: datetime | None) -> str:
 # --- payments ------------------------------------------------------------------------
 
 
-class Addressee(NamedTuple):
-    """Whom a message goes to: a User, or just the two columns of one."""
-
-    id: int
-    email: str
-
-
-def pack_receipt(order: Order, to: User | Addressee | None = None) -> int | None:
-    """A receipt for a paid credit pack (`order`: an Order, or a row with its columns),
-    to the order's customer."""
+def pack_receipt(order: Order) -> int | None:
+    """A receipt for a paid credit pack."""
     pack = current_catalog().pack(order.item_id)
     what = f"{pack.name if pack else order.item_id} ({order.credits:,} credits)"
     links = [("See your receipt", link("account.receipt", order_id=order.id))]
@@ -82,7 +73,7 @@ def pack_receipt(order: Order, to: User | Addressee | None = None) -> int | None
         links.append(("Stripe's receipt", order.receipt_url))
     return _receipt(
         f"receipt:order:{order.id}",
-        to or order.user,
+        order.user,
         "pack",
         what,
         order.amount_cents,

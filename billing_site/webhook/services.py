@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, func, select, update
 from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
 from sqlalchemy.orm import undefer
-from sqlalchemy.orm.attributes import set_committed_value
 
 from billing_site import metrics, notifications
-from billing_site.extensions import db, insert_once
+from billing_site.extensions import db, insert_once, update_now
 from billing_site.models import StripeEvent, utcnow
 from billing_site.stripe_gateway import current_gateway, stripe_id
 from billing_site.webhook.registry import handler_for
@@ -137,23 +136,11 @@ def apply_stored(stored: StripeEvent) -> str:
     return outcome
 
 
-# The event's row marked done as a plain UPDATE, built once (SET: the parameters'
-# other keys): the ORM's unit of work costs several times this one statement.
-MARK_EVENT = update(StripeEvent.__table__).where(StripeEvent.id == bindparam("event_id"))
-
-
 def _mark_done(stored: StripeEvent, status: str, outcome: str) -> None:
-    done = {
-        "status": status,
-        "outcome": outcome[:255],
-        "error": None,
-        "attempts": stored.attempts + 1,
-        "next_attempt_at": None,
-        "processed_at": utcnow(),
-    }
-    db.session.connection().execute(MARK_EVENT, {"event_id": stored.id, **done})
-    for name, value in done.items():  # as if read back, so no flush writes it again
-        set_committed_value(stored, name, value)
+    stored.status, stored.outcome, stored.error = status, outcome[:255], None
+    stored.attempts += 1
+    stored.next_attempt_at, stored.processed_at = None, utcnow()
+    update_now(stored)  # one UPDATE, not a flush
 
 
 def _after_event(stored: StripeEvent, outcome: str) -> None:
