@@ -137,6 +137,9 @@ def load_config() -> dict:
         "WORKER_MAX_ATTEMPTS": _int("WORKER_MAX_ATTEMPTS", 14),
         # Polling when LISTEN/NOTIFY is unavailable (SQLite) or missed a wake-up.
         "WORKER_POLL_SECONDS": _float("WORKER_POLL_SECONDS", 2),
+        # Under a backlog, up to this many events are claimed and applied in one
+        # transaction (worker/queue.py); 1 applies each in its own.
+        "WORKER_BATCH_SIZE": _int("WORKER_BATCH_SIZE", 10),
         "WORKER_HEARTBEAT_SECONDS": _float("WORKER_HEARTBEAT_SECONDS", 5),
         # /healthz says "degraded" when no worker has beaten for this long.
         "WORKER_STALE_AFTER_SECONDS": _int("WORKER_STALE_AFTER_SECONDS", 60),

@@ -37,7 +37,7 @@ from billing_site.webhook import services
 from tests import worker_process
 from tests.factories import make_order, make_user
 from tests.servers import free_port
-from tests.stripe_events import checkout_session, make_event, post_event
+from tests.stripe_events import checkout_session, drain_inbox, make_event, post_event
 
 pytestmark = pytest.mark.concurrency
 KILLS = 8
@@ -300,3 +300,49 @@ def test_a_connection_lost_before_the_commit_answers_503_and_stores_nothing(db, 
     retried = post_event(client, event)
     assert (retried.status_code, retried.outcome) == (200, "fulfilled")
     assert count(LedgerEntry, LedgerEntry.kind == "grant") == 1
+
+
+def test_a_batch_with_a_failing_event_applies_the_others_once_and_retries_that_one(db, client):
+    # Five paid checkouts with a broken dispute in the middle, all due at once: the
+    # worker claims them as one batch; the dispute's handler raises (no id).
+    user = make_user()
+    orders = [make_order(user, "starter") for _ in range(5)]
+    paid = [make_event("checkout.session.completed", checkout_session(o)) for o in orders]
+    broken = make_event("charge.dispute.created", {"object": "dispute", "status": "lost"})
+    for event in paid[:2] + [broken] + paid[2:]:
+        assert post_event(client, event, apply=False).status_code == 200
+
+    applied = drain_inbox(client.application)
+
+    assert sorted(result.ok for result in applied) == [False] + [True] * 5
+    db.session.expire_all()
+    broken_row = db.session.get(StripeEvent, broken["id"])
+    assert (broken_row.status, broken_row.attempts) == ("retrying", 1)
+    for event in paid:  # rolled back with the batch, then applied once on its own
+        stored = db.session.get(StripeEvent, event["id"])
+        assert (stored.status, stored.outcome, stored.attempts) == ("processed", "fulfilled", 1)
+    assert count(LedgerEntry, LedgerEntry.kind == "grant") == 5
+    assert db.session.get(User, user.id).balance == 5 * orders[0].credits
+
+
+def test_a_backlog_is_claimed_and_committed_a_batch_at_a_time(db, client):
+    user = make_user()
+    orders = [make_order(user, "starter") for _ in range(12)]
+    for order in orders:
+        event = make_event("checkout.session.completed", checkout_session(order))
+        assert post_event(client, event, apply=False).status_code == 200
+    commits = []
+
+    def count_commit(connection):
+        commits.append(connection)
+
+    sa_event.listen(_db.engine, "commit", count_commit)
+    try:
+        applied = drain_inbox(client.application)
+    finally:
+        sa_event.remove(_db.engine, "commit", count_commit)
+
+    assert [result.outcome for result in applied] == ["fulfilled"] * 12
+    assert len(commits) == 2  # WORKER_BATCH_SIZE 10: a batch of 10, then one of 2
+    assert statuses() == {"processed": 12}
+    assert db.session.get(User, user.id).balance == 12 * orders[0].credits

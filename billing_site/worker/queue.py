@@ -1,17 +1,23 @@
 """Claiming and applying stored events: the table `stripe_events` is the queue.
 
-A worker claims the oldest due event with `SELECT … FOR UPDATE SKIP LOCKED`
-(PostgreSQL), so any number of workers on any number of machines each take a
-different row and none waits on another; the row lock is held while the
-handler runs and is released by the commit that marks the event done. A
-worker that dies mid-handler leaves nothing written and the row unlocked, so
-the next claim takes it again. SQLite (development) has no row locks: one
+A worker claims the oldest due events with `SELECT … FOR UPDATE SKIP LOCKED`
+(PostgreSQL), so any number of workers on any number of machines each take
+different rows and none waits on another; the row locks are held while the
+handlers run and are released by the commit that marks the events done. A
+worker that dies mid-handler leaves nothing written and the rows unlocked, so
+the next claim takes them again. SQLite (development) has no row locks: one
 worker there.
+
+Under a backlog the worker claims up to WORKER_BATCH_SIZE events at once and
+applies them in one transaction (services.apply_all_and_commit): one claim and
+one commit for several events. When events arrive one by one, each is claimed
+as it comes, alone.
 """
 
 from collections.abc import Callable
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import undefer
 
@@ -26,39 +32,41 @@ OLDEST_DUE = (
     # Spelled as the partial index's own predicate, so PostgreSQL uses that index.
     .where(text(DUE_PREDICATE), StripeEvent.next_attempt_at <= bindparam("now"))
     .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
-    .limit(1)
+    .limit(bindparam("limit"))
     .options(undefer(StripeEvent.payload))
     .execution_options(populate_existing=True)
 )
 CLAIM_OLDEST_DUE = OLDEST_DUE.with_for_update(skip_locked=True)  # built once: the worker's loop
 
 
-def claim_due(now: datetime | None = None, exclude: set[str] = frozenset()) -> StripeEvent | None:
-    """Lock and return the oldest event due now (queued, or retrying and its time has come)."""
+def claim_due(
+    now: datetime | None = None, exclude: set[str] = frozenset(), limit: int = 1
+) -> list[StripeEvent]:
+    """Lock and return the oldest `limit` events due now (queued, or retrying and their
+    time has come), oldest first."""
     on_postgresql = db.session.get_bind().dialect.name == "postgresql"
     statement = CLAIM_OLDEST_DUE if on_postgresql else OLDEST_DUE
     if exclude:
         statement = statement.where(StripeEvent.id.not_in(exclude))
-    return db.session.scalars(statement, {"now": now or utcnow()}).first()
+    return list(db.session.scalars(statement, {"now": now or utcnow(), "limit": limit}))
 
 
 def apply_next(
     now: datetime | None = None,
     exclude: set[str] = frozenset(),
     on_claim: Callable[[str | None], None] | None = None,
-) -> Applied | None:
-    """Claim one due event, apply it and commit; None when nothing is due."""
-    stored = claim_due(now, exclude)
-    if stored is None:
+    limit: int = 1,
+) -> list[Applied]:
+    """Claim up to `limit` due events, apply them and commit; [] when nothing is due."""
+    claimed = claim_due(now, exclude, limit)
+    if not claimed:
         db.session.rollback()  # end the read, so the next claim sees new rows
-        return None
-    if on_claim:
-        on_claim(stored.id)
+        return []
     # Lets the local stand-in hold back the events a handler's Stripe calls cause
     # until this transaction (and its row locks) ends.
     db.session.info["applying_event"] = True
     try:
-        return services.apply_and_commit(stored)
+        return services.apply_all_and_commit(claimed, on_claim)
     finally:
         db.session.info.pop("applying_event", None)
         if on_claim:
@@ -66,12 +74,14 @@ def apply_next(
 
 
 def drain(now: datetime | None = None) -> list[Applied]:
-    """Apply every event due now, in the worker's order; each event is tried once per drain."""
+    """Apply every event due now, in the worker's order and batches; each event is
+    tried once per drain."""
+    batch_size = max(current_app.config["WORKER_BATCH_SIZE"], 1)
     results: list[Applied] = []
     tried: set[str] = set()
-    while (applied := apply_next(now, tried)) is not None:
-        tried.add(applied.event_id)
-        results.append(applied)
+    while applied := apply_next(now, tried, limit=batch_size):
+        tried.update(result.event_id for result in applied)
+        results += applied
     return results
 
 

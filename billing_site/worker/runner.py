@@ -1,4 +1,5 @@
-"""The worker process's loop: apply due events, run due jobs, sleep until woken.
+"""The worker process's loop: apply due events (in batches under a backlog), run due
+jobs, sleep until woken.
 
 On PostgreSQL it LISTENs on its own autocommit psycopg connection, so an
 insert's NOTIFY wakes it within milliseconds; it also polls every
@@ -67,7 +68,10 @@ class Worker:
             if self.run_jobs and time.monotonic() >= self.next_job_check:
                 self.next_job_check = time.monotonic() + JOB_CHECK_SECONDS
                 run_due_jobs(self.worker_id, self.tried_slots)
-            if queue.apply_next(on_claim=beats.working_on) is None:
+            applied = queue.apply_next(
+                on_claim=beats.working_on, limit=max(self.config["WORKER_BATCH_SIZE"], 1)
+            )
+            if not applied:
                 self._wait()
         except Exception:  # the database went away, most likely: pause, then carry on
             db.session.rollback()
