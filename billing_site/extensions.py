@@ -55,6 +55,22 @@ def insert_once(table, columns, *unique_columns):
     )
 
 
+def savepoint():
+    """A savepoint on the session's connection, as a context manager: released at the
+    end, rolled back (and the error raised) if the block raises.
+
+    On PostgreSQL it is psycopg's own (`Connection.transaction()` inside a transaction):
+    the same SAVEPOINT and RELEASE for about 40% of the CPU of SQLAlchemy's
+    `begin_nested`, which goes through its whole statement path twice; the worker opens
+    one per receipt. The ORM does not see it, so the block must write through
+    statements, not through objects the session would flush later.
+    """
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        return connection.connection.driver_connection.transaction()
+    return connection.begin_nested()
+
+
 _update_statements: dict = {}  # (table, changed column names) -> the UPDATE, built once
 
 

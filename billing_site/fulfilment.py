@@ -11,7 +11,7 @@ commits once.
 import contextlib
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
@@ -49,8 +49,22 @@ FULFILLABLE_STATUSES = ("pending", "failed")
 # reads (on the table, not the entity) also skip the ORM's autoflush, so the
 # changes a fulfilment makes are flushed once, at the commit.
 _orders, _events = Order.__table__, StripeEvent.__table__
+# Whether a refund or dispute about the session's payment came before it (see
+# apply_events_that_came_early): asked with the order's lock, so the usual answer,
+# none, costs no statement of its own.
+EARLY_EVENTS_EXIST = (
+    exists()
+    .where(
+        _events.c.payment_intent_id
+        == func.coalesce(bindparam("payment_intent_id"), Order.payment_intent_id),
+        _events.c.type.in_(EARLY_EVENT_TYPES),
+    )
+    .label("early_events_exist")
+)
 ORDER_OF_SESSION = (
-    select(Order).where(Order.checkout_session_id == bindparam("session_id")).with_for_update()
+    select(Order, EARLY_EVENTS_EXIST)
+    .where(Order.checkout_session_id == bindparam("session_id"))
+    .with_for_update(of=Order)
 )
 # The customer whose order the session is for, locked in one statement: the
 # ledger's lock (credits.LOCK_USER_ROW), found through the order (not locked here).
@@ -96,9 +110,25 @@ def lock_order_for_session(session: dict) -> Order | None:
     our write of its id was lost), by the order id in its metadata, provided the
     user matches and the order has no other session.
     """
-    order = db.session.execute(ORDER_OF_SESSION, {"session_id": session["id"]}).scalar()
-    if order is not None:
-        return order
+    return _lock_order_and_ask_for_early_events(session)[0]
+
+
+def _lock_order_and_ask_for_early_events(session: dict) -> tuple[Order | None, bool]:
+    """lock_order_for_session(), and whether events about its payment may have come early
+    (True when not known: the order was found by its metadata)."""
+    found = db.session.execute(
+        ORDER_OF_SESSION,
+        {
+            "session_id": session["id"],
+            "payment_intent_id": stripe_id(session.get("payment_intent")),
+        },
+    ).first()
+    if found is not None:
+        return found.Order, found.early_events_exist
+    return _lock_order_named_in_metadata(session), True
+
+
+def _lock_order_named_in_metadata(session: dict) -> Order | None:
     metadata = session.get("metadata") or {}
     order_id, user_id = metadata.get("order_id"), metadata.get("user_id")
     if not (str(order_id or "").isdigit() and str(user_id or "").isdigit()):
@@ -124,7 +154,7 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
     did not expect (and no discount explains) grants nothing: `needs_review`.
     """
     _lock_customer_of(session)  # customer first, then the order (subscriptions: LOCK ORDER)
-    order = lock_order_for_session(session)
+    order, early_events_exist = _lock_order_and_ask_for_early_events(session)
     if order is None:
         return "unknown_order"
     _copy_session_ids(order, session)
@@ -148,7 +178,7 @@ def fulfil_checkout_session(session: dict, *, stripe_event_id: str | None = None
         from billing_site.subscriptions import keep_one_live_subscription
 
         keep_one_live_subscription(order)
-    applied = apply_events_that_came_early(order)
+    applied = apply_events_that_came_early(order) if early_events_exist else 0
     update_now(order)  # the worker's hot path: one UPDATE, not a flush
     db.session.info.setdefault(FULFILLED_ORDERS, {})[session["id"]] = order
     return f"fulfilled; applied {applied} earlier event(s)" if applied else "fulfilled"

@@ -358,20 +358,22 @@ def test_an_email_the_database_refuses_never_undoes_the_payment(app, db, client,
     from billing_site.notifications import outbox as outbox_module
 
     user = make_user()
-    order = make_order(user, "pro")
-    event = make_event("checkout.session.completed", checkout_session(order))
+    orders = [make_order(user, "pro"), make_order(user, "starter")]
+    events = [make_event("checkout.session.completed", checkout_session(o)) for o in orders]
     # A statement PostgreSQL rejects, as a real INSERT would on a full disk or a bad
     # value: it aborts the transaction unless the savepoint around it is rolled back.
     monkeypatch.setattr(
         outbox_module, "_queue_statement", lambda: text("INSERT INTO no_such_table VALUES (1)")
     )
 
-    response = post_event(client, event)
+    for event in events:
+        post_event(client, event, apply=False)
+    applied = drain_inbox(client.application)  # both in one batch of the worker
 
-    assert response.applied_ok is True
+    assert [(result.ok, result.outcome) for result in applied] == [(True, "fulfilled")] * 2
     _db.session.expire_all()
-    assert _db.session.get(Order, order.id).status == "paid"
-    assert credits.current_balance(user.id) == order.credits
+    assert [_db.session.get(Order, o.id).status for o in orders] == ["paid", "paid"]
+    assert credits.current_balance(user.id) == sum(o.credits for o in orders)
     assert outbox() == []
 
 

@@ -66,7 +66,7 @@ def _post_after_transaction(app, events: list[dict], fail_first: bool) -> None:
     sent = []
 
     def post_when_root_ends(_session, transaction):
-        # Savepoints (the notifications' begin_nested) end first; wait for the root.
+        # Savepoints (a flush's, SQLite's receipt savepoint) end first; wait for the root.
         # (A listener must not remove itself while SQLAlchemy iterates the listeners.)
         if transaction is root and not sent:
             sent.append(True)

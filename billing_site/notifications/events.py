@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, select
 
 from billing_site import fulfilment
 from billing_site.catalog import current_catalog
-from billing_site.extensions import db
+from billing_site.extensions import db, savepoint
 from billing_site.models import Order, Subscription, utcnow
 from billing_site.notifications import messages
 from billing_site.subscriptions import subscription_id_of_invoice
@@ -32,12 +32,11 @@ def after_event(event: dict) -> None:
     if follow_up is None:
         return
     # The event's own writes are flushed before the savepoint, not undone with it
-    # (a flush that fails is the event's failure); follow-ups only read and queue.
-    # The savepoint is the connection's: the session's own nested transaction
-    # costs several times its two statements.
+    # (a flush that fails is the event's failure); follow-ups only read and queue
+    # (an INSERT statement), which is what extensions.savepoint() asks of its block.
     db.session.flush()
     try:
-        with db.session.connection().begin_nested():
+        with savepoint():
             follow_up((event.get("data") or {}).get("object") or {})
     except Exception:
         log.exception("emails for event %s (%s) not queued", event.get("id"), event.get("type"))
