@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from billing_site.models import CreditLot, LedgerEntry, Order, StripeEvent, User
 from tests import worker_process
@@ -91,3 +91,35 @@ def test_parallel_events_about_one_session_under_different_ids_grant_once(
     db.session.expire_all()
     assert db.session.get(User, user.id).balance == 100
     assert db.session.scalar(select(func.count()).select_from(CreditLot)) == 1
+
+
+@pytest.mark.concurrency
+def test_a_redelivery_of_an_event_a_worker_is_applying_is_answered_without_waiting(
+    app, db, live_server
+):
+    # A worker mid-batch has marked the event done but not committed yet (it may be
+    # descheduled there: it runs at a lower priority than the web).
+    order = make_order(make_user(), "pro")
+    event = make_event("checkout.session.completed", checkout_session(order))
+    payload = json.dumps(event)
+    headers = {"Stripe-Signature": signature_for(payload), "Content-Type": "application/json"}
+    first = requests.post(f"{live_server}/stripe/webhook", data=payload, headers=headers)
+    assert first.json()["queued"] is True
+    worker = db.engine.connect()
+    try:
+        worker.execute(
+            update(StripeEvent).where(StripeEvent.id == event["id"]).values(status="processed")
+        )
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            redelivery = pool.submit(
+                requests.post, f"{live_server}/stripe/webhook", data=payload, headers=headers
+            )
+            try:
+                answer = redelivery.result(timeout=10)
+            finally:
+                worker.rollback()  # lets a waiting INSERT finish, so the pool can close
+    finally:
+        worker.close()
+
+    assert answer.status_code == 200
+    assert answer.json() == {"received": True, "event_id": event["id"], "queued": False}

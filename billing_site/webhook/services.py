@@ -1,8 +1,8 @@
 """The webhook inbox and the one step that applies a stored event.
 
-Receiving (the web process) does only this: `INSERT … ON CONFLICT DO NOTHING`
-on the event id with status "queued", commit, NOTIFY the workers (PostgreSQL),
-answer 200. Once that commit is done the event is never lost, whatever dies next.
+Receiving (the web process) does only this: insert the event with status
+"queued" unless its id is stored (_insert_unless_stored), commit, NOTIFY the
+workers (PostgreSQL), answer 200. Once that commit is done the event is never lost, whatever dies next.
 
 Applying (billing_site/worker, also admin replay and reconcile) runs the
 handler in the same transaction that marks the event done, so an event is
@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select
 from sqlalchemy.orm import undefer
 
 from billing_site import metrics, notifications
-from billing_site.extensions import db, insert_once, update_now
+from billing_site.extensions import db, dialect_insert, update_now
 from billing_site.models import StripeEvent, utcnow
 from billing_site.stripe_gateway import current_gateway, stripe_id
 from billing_site.webhook.registry import handler_for
@@ -100,7 +100,7 @@ def _store_statement():
     (building it costs more than running it)."""
     dialect = db.engine.dialect.name
     if dialect not in _store_statements:
-        insert = insert_once(StripeEvent.__table__, STORED_COLUMNS, "id")
+        insert = _insert_unless_stored(StripeEvent.__table__)
         if dialect == "postgresql":
             # One round trip: NOTIFY the LISTENing workers only if a row was
             # inserted; PostgreSQL delivers it when (and only if) that commits.
@@ -109,6 +109,26 @@ def _store_statement():
             insert = select(inserted.c.id, notify).select_from(inserted)
         _store_statements[dialect] = insert  # SQLite: one polling worker, nobody LISTENs
     return _store_statements[dialect]
+
+
+def _insert_unless_stored(table):
+    """INSERT … SELECT the row WHERE NOT EXISTS one with its id, ON CONFLICT DO NOTHING,
+    RETURNING the id.
+
+    The NOT EXISTS is a plain read, so a redelivery of an event a worker is applying
+    right now is answered at once: ON CONFLICT alone waits for the transaction that
+    changed the row it conflicts with (to learn whether that row stays), and so
+    would hold Stripe's delivery until the worker, a lower-priority process
+    mid-batch, commits. ON CONFLICT still settles two deliveries of a new event at once.
+    """
+    values = [bindparam(name, type_=table.c[name].type) for name in STORED_COLUMNS]
+    not_stored = ~exists().where(table.c.id == bindparam("id", type_=table.c.id.type))
+    return (
+        dialect_insert(table)
+        .from_select(STORED_COLUMNS, select(*values).where(not_stored))
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(table.c.id)
+    )
 
 
 def _event_row(event: dict) -> dict:
