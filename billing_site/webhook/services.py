@@ -2,7 +2,8 @@
 
 Receiving (the web process) does only this: insert the event with status
 "queued" unless its id is stored (_insert_unless_stored), commit, NOTIFY the
-workers (PostgreSQL), answer 200. Once that commit is done the event is never lost, whatever dies next.
+workers (PostgreSQL), answer 200. Once that commit is done the event is never
+lost, whatever dies next.
 
 Applying (billing_site/worker, also admin replay and reconcile) runs the
 handler in the same transaction that marks the event done, so an event is
