@@ -4,7 +4,9 @@ Issue 15, item 8 (TESTING.md rows 46-47): two workers racing on 1,000 events
 apply each once; one of two workers SIGKILLed again and again while they drain
 1,000 events loses and doubles nothing; a failing handler is retried with backoff, then dead; the
 scheduled jobs run once per slot with two workers; a worker woken by NOTIFY
-applies within a moment although it polls rarely. The webhook's side (stored,
+applies within a moment although it polls rarely; batches: a failing event in
+one, a backlog a batch at a time, and two batches PostgreSQL finds deadlocked on
+their customers (one is failed and applied again event by event). The webhook's side (stored,
 or 503 with the database down) is here too; the SIGKILL-mid-handler drill is
 tests/test_failures.py's row e.
 """
@@ -12,14 +14,16 @@ tests/test_failures.py's row e.
 import os
 import random
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
-from billing_site import credits
+from billing_site import credits, worker
 from billing_site.extensions import db as _db
 from billing_site.models import (
     CreditLot,
@@ -346,3 +350,54 @@ def test_a_backlog_is_claimed_and_committed_a_batch_at_a_time(db, client):
     assert len(commits) == 2  # WORKER_BATCH_SIZE 10: a batch of 10, then one of 2
     assert statuses() == {"processed": 12}
     assert db.session.get(User, user.id).balance == 12 * orders[0].credits
+
+
+def test_two_batches_that_deadlock_on_their_customers_still_apply_each_event_once(
+    app, db, client, caplog
+):
+    # Four paid checkouts, X1 Y1 | Y2 X2: one worker claims the first two, the other
+    # the last two, and each stops at its first grant, holding its first customer,
+    # until both are there. Then each wants the customer the other holds.
+    x, y = make_user(), make_user()
+    orders = [make_order(x, "starter"), make_order(y, "starter")]
+    orders += [make_order(y, "starter"), make_order(x, "starter")]
+    events = [make_event("checkout.session.completed", checkout_session(o)) for o in orders]
+    for event in events:
+        assert post_event(client, event, apply=False).status_code == 200
+    both_hold_a_customer = threading.Barrier(2, timeout=20)
+    first_claimed = threading.Event()
+    waited = threading.local()
+    real_grant = credits.grant
+
+    def grant_meeting_the_other_worker(*args, **kwargs):
+        if not getattr(waited, "done", False):
+            waited.done = True
+            first_claimed.set()
+            both_hold_a_customer.wait()
+        return real_grant(*args, **kwargs)
+
+    def worker_batch():
+        with app.app_context():
+            try:
+                return worker.apply_next(limit=2)
+            finally:
+                _db.session.remove()
+
+    credits.grant = grant_meeting_the_other_worker
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first = pool.submit(worker_batch)
+            assert first_claimed.wait(timeout=20)  # the first batch is claimed and held
+            second = pool.submit(worker_batch)
+            applied = first.result(timeout=60) + second.result(timeout=60)
+    finally:
+        credits.grant = real_grant
+
+    assert sorted(result.event_id for result in applied) == sorted(e["id"] for e in events)
+    assert all(result.ok and result.outcome == "fulfilled" for result in applied)
+    # PostgreSQL broke the deadlock by failing one batch, which was then applied event by event.
+    assert "applying each on its own" in caplog.text and "deadlock" in caplog.text
+    assert statuses() == {"processed": 4}
+    assert count(LedgerEntry, LedgerEntry.kind == "grant") == 4
+    for user in (x, y):
+        assert db.session.get(User, user.id).balance == 2 * orders[0].credits
