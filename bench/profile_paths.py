@@ -254,8 +254,7 @@ class Paths:
                 from billing_site.worker import queue
 
                 with self.app.app_context():
-                    batch = self.app.config["WORKER_BATCH_SIZE"]
-                    applied = queue.apply_next(limit=batch)
+                    applied = queue.apply_next(limit=queue.batch_size())
                 if not applied or not all(result.ok for result in applied):
                     raise RuntimeError(f"worker: {applied}")
                 self.worker_batch_left = len(applied)

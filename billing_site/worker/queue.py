@@ -39,6 +39,11 @@ OLDEST_DUE = (
 CLAIM_OLDEST_DUE = OLDEST_DUE.with_for_update(skip_locked=True)  # built once: the worker's loop
 
 
+def batch_size() -> int:
+    """How many due events one claim takes under a backlog (WORKER_BATCH_SIZE, at least 1)."""
+    return max(current_app.config["WORKER_BATCH_SIZE"], 1)
+
+
 def claim_due(
     now: datetime | None = None, exclude: set[str] = frozenset(), limit: int = 1
 ) -> list[StripeEvent]:
@@ -76,10 +81,10 @@ def apply_next(
 def drain(now: datetime | None = None) -> list[Applied]:
     """Apply every event due now, in the worker's order and batches; each event is
     tried once per drain."""
-    batch_size = max(current_app.config["WORKER_BATCH_SIZE"], 1)
+    limit = batch_size()
     results: list[Applied] = []
     tried: set[str] = set()
-    while applied := apply_next(now, tried, limit=batch_size):
+    while applied := apply_next(now, tried, limit=limit):
         tried.update(result.event_id for result in applied)
         results += applied
     return results

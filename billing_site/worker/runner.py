@@ -68,10 +68,7 @@ class Worker:
             if self.run_jobs and time.monotonic() >= self.next_job_check:
                 self.next_job_check = time.monotonic() + JOB_CHECK_SECONDS
                 run_due_jobs(self.worker_id, self.tried_slots)
-            applied = queue.apply_next(
-                on_claim=beats.working_on, limit=max(self.config["WORKER_BATCH_SIZE"], 1)
-            )
-            if not applied:
+            if not queue.apply_next(on_claim=beats.working_on, limit=queue.batch_size()):
                 self._wait()
         except Exception:  # the database went away, most likely: pause, then carry on
             db.session.rollback()
