@@ -135,28 +135,29 @@ def _event_shape_problem(event: dict) -> str | None:
     data = event.get("data", {})
     if not isinstance(data, dict) or not isinstance(data.get("object", {}), dict):
         return "data.object is not an object"
-    if _depth(event) > EVENT_MAX_DEPTH:
+    if _nested_deeper_than(event, EVENT_MAX_DEPTH):
         return f"nested deeper than {EVENT_MAX_DEPTH} levels"
     return None
 
 
-def _depth(value: dict | list) -> int:
-    """How deeply `value` nests (iteratively: a deep body must not recurse here either).
+def _nested_deeper_than(value: dict, most_levels: int) -> bool:
+    """Whether `value` has more than `most_levels` levels of objects and arrays.
 
-    Only containers are stacked: this runs on every delivery, and most of an
-    event's values are strings.
+    Level by level rather than recursively, so a deep body cannot recurse here
+    either; this runs on every delivery, so it looks only at containers and
+    compares types exactly (an event holds only what json.loads makes).
     """
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, dict | list):
-                if level + 1 > deepest:
-                    deepest = level + 1
-                    if deepest > EVENT_MAX_DEPTH:
-                        return deepest
-                stack.append((child, level + 1))
-    return deepest
+    level = [value]
+    for _ in range(most_levels):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if type(item) is dict else item)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return False
+    return True
 
 
 # Set by billing_site.stripe_contract: where an event of another API version is noted.

@@ -11,7 +11,7 @@ import logging
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Text, func, select
 
 from billing_site import credits
 from billing_site.models import CreditLot, LedgerEntry, Order, StripeEvent, User
@@ -86,6 +86,22 @@ def test_paid_checkout_grants_the_pack_once_and_records_the_event(db, client):
     )
     assert stored.object_id == order.checkout_session_id
     assert stored.processed_at is not None
+
+
+def test_the_stored_payload_is_the_body_stripe_signed_byte_for_byte(db, client):
+    _, _, event = paid_order_event(db)
+    # Stripe sends its events pretty-printed; the inbox keeps that text, not a re-encoding.
+    body = json.dumps(event, indent=2).encode()
+    timestamp = int(time.time())
+    signature = f"t={timestamp},v1={hmac_hex(TEST_WEBHOOK_SECRET, timestamp, body)}"
+
+    assert post_raw(client, body, signature).status_code == 200
+
+    stored_text = db.session.scalar(
+        select(StripeEvent.payload.cast(Text)).where(StripeEvent.id == event["id"])
+    )
+    assert stored_text.encode() == body
+    assert fresh(db, StripeEvent, event["id"]).payload == event  # and the worker reads it as JSON
 
 
 def test_webhook_writes_one_structured_log_line_per_event(db, client, caplog):

@@ -27,9 +27,10 @@ log = logging.getLogger("billing_site.webhook")
 @csrf.exempt
 @limiter.exempt
 def receive_event():
+    body = request.get_data()
     try:
         event = verify_webhook(
-            request.get_data(),
+            body,
             request.headers.get("Stripe-Signature"),
             webhook_secrets(current_app.config),
         )
@@ -37,7 +38,7 @@ def receive_event():
         log.warning("webhook rejected reason=%r remote=%s", str(error), request.remote_addr)
         return jsonify(error="invalid_webhook", message=f"Rejected: {error}."), 400
     try:
-        stored = services.receive_event(event)
+        stored = services.receive_event(event, body.decode())  # verified UTF-8
     except (DBAPIError, PoolTimeout) as error:
         # Nothing was committed; a 5xx makes Stripe deliver the event again later.
         log.error("webhook event_id=%s not stored: database unavailable: %r", event["id"], error)

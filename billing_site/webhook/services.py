@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import Text, bindparam, cast, exists, func, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import undefer
 
@@ -63,10 +63,20 @@ class EventNotFound(LookupError):
 # --- receiving (the web process) ---------------------------------------------------
 
 
-def receive_event(event: dict) -> bool:
-    """Store a verified event as queued and commit; False when its id was stored before."""
+def receive_event(event: dict, body: str | None = None) -> bool:
+    """Store a verified event as queued and commit; False when its id was stored before.
+
+    `body` is the JSON text Stripe signed, stored as it came: what Stripe sent is
+    the record, and serialising the parsed event again would only cost time. An
+    event fetched from the API (reconcile) has no body and is serialised.
+    """
     now = utcnow()
-    values = _event_row(event) | {"status": "queued", "attempts": 0, "next_attempt_at": now}
+    values = _event_row(event) | {
+        "payload": json.dumps(event) if body is None else body,
+        "status": "queued",
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
     # A connection of its own, not the ORM session: one INSERT and its COMMIT are
     # all there is to do, and the session's commit with its hooks (caches, emails
     # after the commit) cost more than both. An error rolls back; nothing is kept.
@@ -122,7 +132,7 @@ def _insert_unless_stored(table):
     would hold Stripe's delivery until the worker, a lower-priority process
     mid-batch, commits. ON CONFLICT still settles two deliveries of a new event at once.
     """
-    values = [bindparam(name, type_=table.c[name].type) for name in STORED_COLUMNS]
+    values = [_stored_value(table.c[name]) for name in STORED_COLUMNS]
     not_stored = ~exists().where(table.c.id == bindparam("id", type_=table.c.id.type))
     return (
         dialect_insert(table)
@@ -132,6 +142,16 @@ def _insert_unless_stored(table):
     )
 
 
+def _stored_value(column):
+    """The bound parameter `column` is stored from; the payload comes as JSON text."""
+    if column.name != "payload":
+        return bindparam(column.name, type_=column.type)
+    text = bindparam("payload", type_=Text)
+    # PostgreSQL wants the text cast to the json column's type; SQLite stores the
+    # text as it is (a CAST to JSON there would mean NUMERIC).
+    return cast(text, column.type) if db.engine.dialect.name == "postgresql" else text
+
+
 def _event_row(event: dict) -> dict:
     return {
         "id": event["id"],
@@ -139,7 +159,6 @@ def _event_row(event: dict) -> dict:
         "object_id": _object_id(event),
         "payment_intent_id": _payment_intent_of(event),
         "created": datetime.fromtimestamp(int(event.get("created") or 0), UTC),
-        "payload": event,
         "received_at": utcnow(),
     }
 
