@@ -31,6 +31,9 @@ from billing_site.models import CreditLot, LedgerEntry, User, utcnow
 # Every money event, once, with who, how much and the Stripe id (grep "money ").
 money_log = logging.getLogger("billing_site.money")
 SPEND_PRIORITY = {"free": 0, "monthly": 0, "restore": 1, "pack": 1, "admin": 2}
+# The lots that top a balance up (not a refund's restore, not debt): the newest
+# one's size is kept on the user as last_top_up_credits.
+TOP_UP_SOURCES = ("pack", "monthly", "free", "admin")
 
 
 class InsufficientCredits(Exception):
@@ -89,8 +92,9 @@ def lock_user_found_by(statement, parameters: dict) -> User | None:
 
 
 # The ledger's own columns: all it reads of a user once the row is locked.
+LEDGER_COLUMNS = ("balance", "next_expiry_at", "last_top_up_credits")
 LOCK_USER_CREDITS = (
-    select(User.__table__.c.balance, User.__table__.c.next_expiry_at)
+    select(*(User.__table__.c[name] for name in LEDGER_COLUMNS))
     .where(User.__table__.c.id == bindparam("user_id"))
     .with_for_update()
 )
@@ -102,7 +106,7 @@ def _lock_loaded_user(user_id: int) -> User | None:
     A request's log-in has just loaded the customer: reading the whole row again
     under the lock would only repeat it. The balance and the next expiry are what
     a concurrent transaction may have changed and what the ledger decides on, so
-    those are read fresh under the lock. None (nothing locked) when the session's
+    those (LEDGER_COLUMNS) are read fresh under the lock. None (nothing locked) when the session's
     copy is missing, partly expired or has unflushed changes: LOCK_USER then
     flushes and reads the whole row.
     """
@@ -113,8 +117,8 @@ def _lock_loaded_user(user_id: int) -> User | None:
     if state.modified or state.expired_attributes:
         return None
     row = db.session.connection().execute(LOCK_USER_CREDITS, {"user_id": user_id}).one()
-    set_committed_value(user, "balance", row.balance)
-    set_committed_value(user, "next_expiry_at", row.next_expiry_at)
+    for name in LEDGER_COLUMNS:
+        set_committed_value(user, name, row._mapping[name])
     return user
 
 
@@ -177,6 +181,8 @@ def grant(
     if paying_off:
         _debt_lot(user).credits_remaining += paying_off
     balance = user.balance + credits
+    if source in TOP_UP_SOURCES:
+        user.last_top_up_credits = credits
     _insert_entry(
         user.id,
         kind,

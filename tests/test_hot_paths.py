@@ -143,6 +143,9 @@ def test_a_generation_locks_the_user_once_in_two_transactions_and_answers_the_ro
     # The reserve and the finish; the answer needs no transaction of its own.
     assert sql.ends == ["COMMIT", "COMMIT"]
     assert not sql.matching("SELECT generations.")  # nothing re-read after its commits
+    # Only the lots it spends from: with 2 of a 5-credit top-up left, the
+    # low-balance check compares the locked row's last_top_up_credits and asks nothing.
+    assert len(sql.matching("SELECT credit_lots.")) == 1
     with app.app_context():
         generation = _db.session.get(Generation, body["id"])
         assert (generation.status, generation.model, generation.credits_charged) == (

@@ -24,6 +24,9 @@ class User(UserMixin, db.Model):
     balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # The earliest expiry among live lots; reading the balance expires lots past it.
     next_expiry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The size of the newest top-up lot (credits.TOP_UP_SOURCES), kept by the ledger:
+    # after every spend the low-balance warning compares the balance with it.
+    last_top_up_credits: Mapped[int | None] = mapped_column(BigInteger)
     # Bumped by log-out, a password change and "log out everywhere": every session
     # (and remember cookie) carries the version it was made with (see get_id).
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")

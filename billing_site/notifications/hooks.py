@@ -9,13 +9,13 @@ import logging
 from sqlalchemy import bindparam, or_, select
 
 from billing_site import metrics
+from billing_site.credits import TOP_UP_SOURCES
 from billing_site.extensions import db
 from billing_site.models import CreditLot, Dispute, Order, Refund, User
 from billing_site.notifications import messages
 
 log = logging.getLogger("billing_site.money")
 
-TOP_UP_SOURCES = ("pack", "monthly", "free", "admin")
 LOW_BALANCE_FRACTION = 10  # "low" is under a tenth of the last top-up
 
 
@@ -56,12 +56,10 @@ def dispute_changed(dispute: Dispute, order: Order | None, previous_status: str 
         messages.dispute_opened(dispute, order)
 
 
-# The last top-up's id and size, built once: building a select() costs about as
-# much as running it, and every paid generation asks. Plain columns, not the lot:
-# the lot is loaded only in the rare case the warning goes out.
+# The last top-up lot, asked only when the warning goes out (built once).
 _lots = CreditLot.__table__
 LAST_TOP_UP = (
-    select(_lots.c.id, _lots.c.credits_granted)
+    select(_lots.c.id)
     .where(
         _lots.c.user_id == bindparam("user_id"),
         # OR of plain comparisons: an IN list is re-rendered on every execution.
@@ -73,8 +71,13 @@ LAST_TOP_UP = (
 
 
 def balance_spent(user_id: int) -> None:
-    """After a spend: warn once per top-up when the balance falls under a tenth of it."""
+    """After a spend: warn once per top-up when the balance falls under a tenth of it.
+
+    The spend has just locked the user and read its last top-up's size with the
+    balance (credits.LEDGER_COLUMNS), so a spend that leaves plenty asks nothing more.
+    """
     user = db.session.get(User, user_id)
-    top_up = db.session.connection().execute(LAST_TOP_UP, {"user_id": user_id}).first()
-    if top_up is not None and user.balance * LOW_BALANCE_FRACTION < top_up.credits_granted:
-        messages.low_balance(user, db.session.get(CreditLot, top_up.id))
+    top_up = user.last_top_up_credits
+    if top_up is not None and user.balance * LOW_BALANCE_FRACTION < top_up:
+        lot_id = db.session.connection().execute(LAST_TOP_UP, {"user_id": user_id}).scalar()
+        messages.low_balance(user, db.session.get(CreditLot, lot_id))
