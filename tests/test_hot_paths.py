@@ -156,6 +156,30 @@ def test_a_generation_locks_the_user_once_in_two_transactions_and_answers_the_ro
         assert generation.result.startswith("<svg")
 
 
+def test_a_generation_the_balance_cannot_cover_is_refused_before_anything_is_written(app, client):
+    user_id = make_customer(app, balance=1, tier="basic")
+    logged_in(client, app, user_id)
+    token = csrf_token_from(client.get("/auth/login").get_data(as_text=True))
+
+    with recorded(app) as sql:
+        answer = client.post(
+            "/api/v1/generations",
+            json={"prompt": "a cat", "model": "hd"},  # costs 2
+            headers={"X-CSRFToken": token},
+        )
+
+    assert answer.status_code == 402
+    assert (answer.get_json()["balance"], answer.get_json()["cost"]) == (1, 2)
+    assert len(sql.matching("SELECT users.", "FOR UPDATE")) == 1  # decided under the lock
+    assert not [s for s in sql.statements if not s.startswith("SELECT")]
+    assert sql.ends == ["ROLLBACK"]
+    assert balance_in_database(app, user_id) == 1
+    with app.app_context():
+        assert (
+            _db.session.scalar(select(Generation.id).where(Generation.user_id == user_id)) is None
+        )
+
+
 def test_a_generation_by_api_key_reads_the_key_and_its_owner_in_one_statement(app, client):
     user_id = make_customer(app, balance=5, tier="basic")
     headers = bearer(make_key(app, user_id))

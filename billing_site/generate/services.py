@@ -176,15 +176,12 @@ def _reserve(
     credits.lock_user(user.id)
     grant_free_allowance(user)
     cost = generation_cost(tier, model)
-    generation = _insert_pending(
-        user_id=user.id, prompt=prompt, model=model.id, credits_charged=cost
-    )
     try:
-        if cost:
-            draws = credits.spend(user.id, cost, reference=_reference(generation))
-        else:
-            draws = []
-            _refuse_debt(user)
+        _refuse_unless_covered(user, cost)
+        generation = _insert_pending(
+            user_id=user.id, prompt=prompt, model=model.id, credits_charged=cost
+        )
+        draws = credits.spend(user.id, cost, reference=_reference(generation)) if cost else []
     except credits.InsufficientCredits as error:
         db.session.rollback()
         metrics.count_credit_check(model.id, purchase_required=True)
@@ -197,11 +194,16 @@ def _reserve(
     return generation, draws, balance
 
 
-def _refuse_debt(user: User) -> None:
-    """An unlimited tier spends nothing, but a negative balance still blocks it."""
+def _refuse_unless_covered(user: User, cost: int) -> None:
+    """Raise InsufficientCredits, before anything is written, unless the balance covers `cost`.
+
+    The balance is the locked row's, net of lots that have just expired, so it is
+    the one spend() then checks again. An unlimited tier spends nothing, but a
+    negative balance (after a clawback) still blocks it.
+    """
     credits.expire_due_lots_for(user)
-    if user.balance < 0:
-        raise credits.InsufficientCredits(user.balance, 0)
+    if user.balance < cost:
+        raise credits.InsufficientCredits(user.balance, cost)
 
 
 def _run(generation: Generation, draws: list[credits.Draw]) -> GeneratedImage:
