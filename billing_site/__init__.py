@@ -142,10 +142,10 @@ def register_blueprints(app: Flask) -> None:
         health,
         metrics_routes,
         pricing,
-        webhook,
     )
     from billing_site.notifications import dev_routes as dev_mail
     from billing_site.notifications import preferences
+    from billing_site.webhook import routes as webhook
 
     for module in (pricing, auth, checkout, webhook, account, generate, admin, health, api):
         app.register_blueprint(module.bp)
