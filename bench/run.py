@@ -498,13 +498,17 @@ def measure_accounts(bench, base_url, fixtures, floor_page) -> None:
     if route_missing(base_url, "GET", "/account", sessions[HISTORY_ENTRIES[0]]):
         bench.missing.append("GET /account")
         return not_measured(bench, "account page (GET /account)", "route missing")
-    results = {}
-    for entries in HISTORY_ENTRIES:
-        repeats = [
-            measure_page(bench, base_url, "/account", sessions[entries].headers())
-            for _ in range(SITE_REPEATS)
-        ]
-        results[entries] = median_of_repeats(bench, f"account{entries}", repeats)
+    # Interleaved (light, heavy, light, heavy, ...): the two pages are compared with
+    # each other, and the machine's speed drifts over a minute by more than they differ.
+    repeats = {entries: [] for entries in HISTORY_ENTRIES}
+    for _ in range(SITE_REPEATS):
+        for entries in HISTORY_ENTRIES:
+            headers = sessions[entries].headers()
+            repeats[entries].append(measure_page(bench, base_url, "/account", headers))
+    results = {
+        entries: median_of_repeats(bench, f"account{entries}", runs)
+        for entries, runs in repeats.items()
+    }
     few, many = (results[entries] for entries in HISTORY_ENTRIES)
     fixtures.setdefault("cpu", {}).update(account10=few, account100k=many)
     bench.runs.append(
