@@ -144,7 +144,7 @@ def load_config() -> dict:
         # /healthz says "degraded" when no worker has beaten for this long.
         "WORKER_STALE_AFTER_SECONDS": _int("WORKER_STALE_AFTER_SECONDS", 60),
         # The worker's CPU priority below the web's (nice, 0-19): see worker/cli.py.
-        "WORKER_NICENESS": _int("WORKER_NICENESS", 10),
+        "WORKER_NICENESS": _int("WORKER_NICENESS", 19),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         # None means "follow APP_ENV" (decided in finalize_config, after overrides).

@@ -116,7 +116,8 @@ def test_two_workers_racing_on_1000_events_apply_each_exactly_once(
         )
         # Nicer than the web process, which answers Stripe first (WORKER_NICENESS).
         web_niceness = os.getpriority(os.PRIO_PROCESS, 0)
-        assert [os.getpriority(os.PRIO_PROCESS, w.pid) for w in workers] == [web_niceness + 10] * 2
+        nicer = min(19, web_niceness + 19)  # the kernel's ceiling
+        assert [os.getpriority(os.PRIO_PROCESS, w.pid) for w in workers] == [nicer] * 2
         for event in events:
             assert post_event(client, event, apply=False).status_code == 200
         worker_process.wait_until(
