@@ -104,11 +104,12 @@ def _lock_loaded_user(user_id: int) -> User | None:
     """Lock a user the session already holds in full, re-reading only the ledger's columns.
 
     A request's log-in has just loaded the customer: reading the whole row again
-    under the lock would only repeat it. The balance and the next expiry are what
-    a concurrent transaction may have changed and what the ledger decides on, so
-    those (LEDGER_COLUMNS) are read fresh under the lock. None (nothing locked) when the session's
-    copy is missing, partly expired or has unflushed changes: LOCK_USER then
-    flushes and reads the whole row.
+    under the lock would only repeat it. The ledger's columns (LEDGER_COLUMNS:
+    the balance, the next expiry, the last top-up's size) are what a concurrent
+    transaction may have changed and what the ledger decides on, so those are
+    read fresh under the lock. None (nothing locked) when the session's copy is
+    missing, partly expired or has unflushed changes: LOCK_USER then flushes and
+    reads the whole row.
     """
     user = db.session.identity_map.get(identity_key(User, user_id))
     if user is None:
