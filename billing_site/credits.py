@@ -253,10 +253,7 @@ def spend(user_id: int, cost: int, *, reference: str, note: str | None = None) -
     """
     if cost <= 0:
         raise ValueError("a spend must be positive")
-    user = lock_user(user_id)
-    expire_due_lots_for(user)
-    if user.balance < cost:
-        raise InsufficientCredits(user.balance, cost)
+    user = lock_user_covering(user_id, cost)
     # What the session holds goes first (an expiry just made): the lots are read
     # and written below without it, and its entries must come before these.
     db.session.flush()
@@ -274,6 +271,20 @@ def spend(user_id: int, cost: int, *, reference: str, note: str | None = None) -
         user.balance,
     )
     return draws
+
+
+def lock_user_covering(user_id: int, cost: int) -> User:
+    """The user's row locked, or InsufficientCredits unless its balance covers `cost`.
+
+    The balance is read under the lock and net of lots that have just expired: the
+    check spend() makes, which a caller may make before writing anything else. A
+    cost of 0 still refuses a negative balance (after a clawback).
+    """
+    user = lock_user(user_id)
+    expire_due_lots_for(user)
+    if user.balance < cost:
+        raise InsufficientCredits(user.balance, cost)
+    return user
 
 
 def _spendable_lots(user_id: int) -> list[tuple[int, int]]:

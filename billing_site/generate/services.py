@@ -177,7 +177,8 @@ def _reserve(
     grant_free_allowance(user)
     cost = generation_cost(tier, model)
     try:
-        _refuse_unless_covered(user, cost)
+        # Refused before anything is written; spend() checks the same again.
+        credits.lock_user_covering(user.id, cost)
         generation = _insert_pending(
             user_id=user.id, prompt=prompt, model=model.id, credits_charged=cost
         )
@@ -192,18 +193,6 @@ def _reserve(
     db.session.commit()
     metrics.count_credit_check(model.id, purchase_required=False)
     return generation, draws, balance
-
-
-def _refuse_unless_covered(user: User, cost: int) -> None:
-    """Raise InsufficientCredits, before anything is written, unless the balance covers `cost`.
-
-    The balance is the locked row's, net of lots that have just expired, so it is
-    the one spend() then checks again. An unlimited tier spends nothing, but a
-    negative balance (after a clawback) still blocks it.
-    """
-    credits.expire_due_lots_for(user)
-    if user.balance < cost:
-        raise credits.InsufficientCredits(user.balance, cost)
 
 
 def _run(generation: Generation, draws: list[credits.Draw]) -> GeneratedImage:

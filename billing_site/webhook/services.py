@@ -111,7 +111,7 @@ def _store_statement():
     (building it costs more than running it)."""
     dialect = db.engine.dialect.name
     if dialect not in _store_statements:
-        insert = _insert_unless_stored(StripeEvent.__table__)
+        insert = _insert_unless_stored(StripeEvent.__table__, dialect)
         if dialect == "postgresql":
             # One round trip: NOTIFY the LISTENing workers only if a row was
             # inserted; PostgreSQL delivers it when (and only if) that commits.
@@ -122,7 +122,7 @@ def _store_statement():
     return _store_statements[dialect]
 
 
-def _insert_unless_stored(table):
+def _insert_unless_stored(table, dialect: str):
     """INSERT … SELECT the row WHERE NOT EXISTS one with its id, ON CONFLICT DO NOTHING,
     RETURNING the id.
 
@@ -132,7 +132,7 @@ def _insert_unless_stored(table):
     would hold Stripe's delivery until the worker, a lower-priority process
     mid-batch, commits. ON CONFLICT still settles two deliveries of a new event at once.
     """
-    values = [_stored_value(table.c[name]) for name in STORED_COLUMNS]
+    values = [_stored_value(table.c[name], dialect) for name in STORED_COLUMNS]
     not_stored = ~exists().where(table.c.id == bindparam("id", type_=table.c.id.type))
     return (
         dialect_insert(table)
@@ -142,14 +142,14 @@ def _insert_unless_stored(table):
     )
 
 
-def _stored_value(column):
+def _stored_value(column, dialect: str):
     """The bound parameter `column` is stored from; the payload comes as JSON text."""
     if column.name != "payload":
         return bindparam(column.name, type_=column.type)
     text = bindparam("payload", type_=Text)
     # PostgreSQL wants the text cast to the json column's type; SQLite stores the
     # text as it is (a CAST to JSON there would mean NUMERIC).
-    return cast(text, column.type) if db.engine.dialect.name == "postgresql" else text
+    return cast(text, column.type) if dialect == "postgresql" else text
 
 
 def _event_row(event: dict) -> dict:
